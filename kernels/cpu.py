@@ -1,0 +1,145 @@
+"""Chunked selective scan in plain PyTorch: the fast path for CPUs (and any device without Triton).
+
+The recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(Δ_t A), b_t = Δ_t B_t u_t) is
+split into chunks of T ≈ sqrt(L) steps:
+
+1. Inside every chunk, all chunks at once, a loop of T steps runs the
+   recurrence from a zero state and keeps the running decay product
+   P_t = a_1 ... a_t of the chunk.
+2. A loop over the L / T chunks carries the true state across chunk borders:
+   carry_c = P_end(c) * carry_{c-1} + h_end(c).
+3. Every step gets its chunk's incoming carry: h_t += P_t * carry_{c-1}.
+
+So there are about 2 sqrt(L) Python iterations instead of L (112 instead of
+3136 at 56×56), each over a (batch, dim, N, L / T) tensor.  Only products of
+decays in [0, 1] and forward recurrences appear: no exponent of a cumulative
+sum, nothing that can overflow.  Autograd differentiates it (all inputs,
+including the final state).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from .reference import expand_groups, softplus_delta
+
+__all__ = ["selective_scan_chunked", "linear_recurrence_chunked"]
+
+
+def linear_recurrence_chunked(
+    a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor] = None, chunk: Optional[int] = None
+) -> torch.Tensor:
+    """All states of h_t = a_t * h_{t-1} + b_t along the FIRST dimension (time-major).
+
+    Args:
+        a, b: (L, ...) decays and inputs (same shape), time first so that each
+            step of the loops reads contiguous memory.
+        h0: optional (...) initial state h_{-1}.
+        chunk: steps per chunk (default ceil(sqrt(L))).
+    Returns:
+        h: (L, ...).
+    """
+    length = a.shape[0]
+    if chunk is None:
+        chunk = max(1, math.ceil(math.sqrt(length)))
+    n_chunks = math.ceil(length / chunk)
+    pad = n_chunks * chunk - length
+    if pad:  # padded steps decay by 1 and add 0: they leave the state unchanged
+        a = torch.cat([a, a.new_ones((pad,) + a.shape[1:])])
+        b = torch.cat([b, b.new_zeros((pad,) + b.shape[1:])])
+    a = a.unflatten(0, (n_chunks, chunk))
+    b = b.unflatten(0, (n_chunks, chunk))
+    # 1. local scans from a zero state, all chunks in parallel, and the decay products P_t
+    prod = torch.cumprod(a, dim=1)
+    local = [b[:, 0]]
+    for t in range(1, chunk):
+        local.append(torch.addcmul(b[:, t], a[:, t], local[-1]))
+    # 2. carries across chunks: the true state entering chunk c
+    carry = h0 if h0 is not None else torch.zeros_like(local[0][0])
+    incoming = []
+    for c in range(n_chunks):
+        incoming.append(carry)
+        carry = torch.addcmul(local[-1][c], prod[c, -1], carry)
+    local = torch.stack(local, dim=1)
+    incoming = torch.stack(incoming)
+    # 3. add the incoming state, decayed
+    h_all = torch.addcmul(local, prod, incoming[:, None]).flatten(0, 1)
+    return h_all[:length] if pad else h_all
+
+
+def selective_scan_chunked(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: Optional[torch.Tensor] = None,
+    z: Optional[torch.Tensor] = None,
+    delta_bias: Optional[torch.Tensor] = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    *,
+    out_dtype: Optional[torch.dtype] = None,
+    initial_state: Optional[torch.Tensor] = None,
+    reverse: bool = False,
+    return_states: bool = False,
+    max_elements: int = 1 << 24,
+) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """Selective scan with the chunked recurrence (same contract as ``selective_scan``).
+
+    Works on any device, in float32 (float64 for float64 inputs).  The states
+    (batch, dim, N, L) are formed one slice of channels at a time, at most
+    ``max_elements`` per slice, which bounds the extra memory.
+    """
+    compute_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    out_dtype = out_dtype or u.dtype
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    groups = B.shape[1]
+    per_group = dim // groups
+    dt = softplus_delta(delta.to(compute_dtype),
+                        None if delta_bias is None else delta_bias.to(compute_dtype), delta_softplus)
+    u_f = u.to(compute_dtype)
+    A_f = A.to(compute_dtype)
+    if reverse:
+        u_f, dt = u_f.flip(-1), dt.flip(-1)
+        B, C = B.flip(-1), C.flip(-1)
+    # time-major copies (L, batch, ...): the recurrence loops then read contiguous rows
+    u_t = u_f.permute(2, 0, 1)
+    dt_t = dt.permute(2, 0, 1)
+    B_t = B.to(compute_dtype).permute(3, 0, 1, 2)  # (L, batch, G, N)
+    C_t = C.to(compute_dtype).permute(3, 0, 1, 2)
+    # channel slices of at most max_elements states bound the extra memory
+    step = max(1, min(dim, max_elements // max(1, batch * n_state * length)))
+    outs, lasts = [], []
+    for start in range(0, dim, step):
+        chans = torch.arange(start, min(dim, start + step), device=u.device)
+        groups_of = chans // per_group
+        dt_s = dt_t[:, :, chans, None]  # (L, batch, s, 1)
+        a = torch.exp(dt_s * A_f[chans])  # (L, batch, s, N)
+        b = (dt_s * u_t[:, :, chans, None]) * B_t[:, :, groups_of]
+        h0 = None if initial_state is None else initial_state[:, chans].to(compute_dtype)
+        h = linear_recurrence_chunked(a, b, h0)  # (L, batch, s, N)
+        lasts.append(h[-1])
+        if return_states:
+            outs.append(h.permute(1, 2, 3, 0))
+        else:
+            outs.append(torch.einsum("lbsn,lbsn->bsl", h, C_t[:, :, groups_of]))
+    out = torch.cat(outs, dim=1)
+    last_state = torch.cat(lasts, dim=1)
+    if reverse:
+        out = out.flip(-1)
+    if not return_states:
+        if D is not None:
+            out = out + D.to(compute_dtype)[:, None] * u.to(compute_dtype)
+        if z is not None:
+            out = out * F.silu(z.to(compute_dtype))
+    out = out.to(out_dtype)
+    if return_last_state:
+        return out, last_state
+    return out

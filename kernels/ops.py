@@ -1,0 +1,124 @@
+"""``torch.library`` registration of the Triton selective scan.
+
+Two custom ops, ``vmamba_zoo::selective_scan_fwd`` and
+``vmamba_zoo::selective_scan_bwd``, with fake (meta) implementations and an
+autograd formula, so ``torch.compile(fullgraph=True)`` traces a module that
+calls the scan without a graph break.  The ops run the Triton kernels: on CUDA
+tensors, or on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``).
+
+Autocast: the ops are not autocast-aware on purpose; they compute in fp32
+from whatever dtypes they get (fp32/fp16/bf16) and return ``out_dtype``.  The
+caller (the 2D mixer) decides the I/O precision, e.g. bf16 in, fp32 out.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .tiling import num_chunks
+
+__all__ = ["selective_scan_triton"]
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty(0)
+
+
+@torch.library.custom_op("vmamba_zoo::selective_scan_fwd", mutates_args=())
+def _fwd_op(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+    D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], initial_state: Optional[Tensor],
+    delta_softplus: bool, reverse: bool, return_states: bool, out_dtype: torch.dtype, deterministic: bool,
+) -> Tuple[Tensor, Tensor]:
+    from .triton_scan import scan_fwd
+
+    return scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse,
+                    return_states, out_dtype)
+
+
+@_fwd_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, return_states, out_dtype,
+      deterministic):
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    chunks = num_chunks(dim, dim // B.shape[1], length)
+    states = u.new_empty((batch, dim, chunks, n_state), dtype=torch.float32)
+    if return_states:
+        return u.new_empty((batch, dim, n_state, length), dtype=out_dtype), states
+    return u.new_empty((batch, dim, length), dtype=out_dtype), states
+
+
+@torch.library.custom_op("vmamba_zoo::selective_scan_bwd", mutates_args=())
+def _bwd_op(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+    D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], initial_state: Optional[Tensor],
+    chunk_states: Tensor, dout: Tensor, dlast: Optional[Tensor],
+    delta_softplus: bool, reverse: bool, return_states: bool, deterministic: bool,
+) -> List[Tensor]:
+    from .triton_scan import scan_bwd
+
+    grads = scan_bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, dout, dlast,
+                     delta_softplus, reverse, return_states, deterministic)
+    return [g if g is not None else _empty(u) for g in grads]
+
+
+@_bwd_op.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, dout, dlast, delta_softplus, reverse,
+      return_states, deterministic):
+    f32 = dict(dtype=torch.float32)
+    batch, dim, _ = u.shape
+    return [
+        torch.empty_like(u, memory_format=torch.contiguous_format),
+        u.new_empty(u.shape, dtype=delta.dtype),
+        A.new_empty(A.shape, **f32),
+        B.new_empty(B.shape, **f32),
+        C.new_empty(C.shape, **f32),
+        u.new_empty((dim,), **f32) if D is not None else _empty(u),
+        torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else _empty(u),
+        u.new_empty((dim,), **f32) if delta_bias is not None else _empty(u),
+        u.new_empty((batch, dim, A.shape[1]), **f32),
+    ]
+
+
+def _setup_context(ctx, inputs, output):
+    (u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, return_states, out_dtype,
+     deterministic) = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, output[1])
+    ctx.flags = (delta_softplus, reverse, return_states, deterministic)
+
+
+def _backward(ctx, dout, dstates):
+    u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states = ctx.saved_tensors
+    delta_softplus, reverse, return_states, deterministic = ctx.flags
+    dlast = dstates[:, :, -1] if dstates is not None else None
+    if dout is None:  # only the final state was used
+        shape = (u.shape[0], u.shape[1], A.shape[1], u.shape[2]) if return_states else u.shape
+        dout = u.new_zeros(shape, dtype=torch.float32)
+    grads = _bwd_op(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, dout, dlast,
+                    delta_softplus, reverse, return_states, deterministic)
+    du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = grads
+    return (
+        du.to(u.dtype), ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+        dD.to(D.dtype) if D is not None else None,
+        dz if z is not None else None,
+        dbias.to(delta_bias.dtype) if delta_bias is not None else None,
+        dh0.to(initial_state.dtype) if initial_state is not None else None,
+        None, None, None, None, None,
+    )
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan_triton(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+    delta_bias: Optional[Tensor], initial_state: Optional[Tensor], delta_softplus: bool, reverse: bool,
+    return_states: bool, out_dtype: torch.dtype, deterministic: bool,
+) -> Tuple[Tensor, Tensor]:
+    """Triton selective scan through the registered op.  B, C: (batch, G, N, L).
+
+    Returns (out, last_state (batch, dim, N) fp32, differentiable)."""
+    out, chunk_states = _fwd_op(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse,
+                                return_states, out_dtype, deterministic)
+    return out, chunk_states[:, :, -1]

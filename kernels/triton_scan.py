@@ -1,0 +1,430 @@
+"""Triton forward and backward selective-scan kernels.
+
+Layout: u, delta, z, out are (batch, dim, L) with unit stride along L; B and C
+are (batch, G, N, L).  One program owns a tile of ``BLOCK_D`` channels of one
+group of one batch row and walks the sequence in chunks of ``BLOCK_L`` steps:
+
+forward, per chunk and per state n (a runtime loop, so N costs no registers):
+    a = exp2(Δ · A_n · log2 e), b = Δ · u · B_n        tiles (BLOCK_D, BLOCK_L)
+    (P, h) = associative scan of (a, b) along L       h from a zero state
+    h += P · h_in                                       state entering the chunk
+    y += h · C_n
+The state leaving every chunk is written to ``chunk_states`` (batch, dim,
+n_chunks, N) fp32: the checkpoints of the backward.  Nothing of size
+(batch, dim, L, N) is ever written (except in ``return_states`` mode, whose
+output it is).
+
+backward, chunks in reverse order, per state n:
+    recompute a, b and h from the chunk's incoming checkpoint;
+    G_t = dL/dh_t solves G_t = e_t + a_{t+1} G_{t+1} with e_t = dy_t C_t; it is
+    a reverse associative scan of (W, a, e) triples (see ``_combine_rev``)
+    whose first element receives the carry a_{t+1} G_{t+1} of the next chunk.
+    Then dΔ, du, dA, dB, dC, dD, dz and d(delta_bias) follow pointwise with
+    a_t h_{t-1} = h_t - b_t.
+dB and dC are reduced over the channel tile before they leave the program:
+with ``deterministic`` each tile writes its own partial row (summed in PyTorch
+afterwards), otherwise the reduced row is atomically added.  dA, dD and
+d(delta_bias) are always per-(batch, channel) partials summed in PyTorch, so
+they are deterministic.
+
+Accumulation is fp32 throughout; inputs may be fp32, fp16 or bf16.
+Works with Triton 3.x (GPU) and Triton's interpreter (``TRITON_INTERPRET=1``,
+CPU tensors), which the CPU test-suite uses.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .tiling import pick_blocks
+
+__all__ = ["scan_fwd", "scan_bwd"]
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _combine(a1, b1, a2, b2):
+    # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _combine_rev(w1, l1, g1, w2, l2, g2):
+    # Reverse-time recurrence G_t = e_t + a_{t+1} G_{t+1}, processed from late to
+    # early times.  A segment summary is (W, L, G): W = product of the a's of the
+    # segment except its earliest element, L = a of its earliest element, G = the
+    # G of its earliest element from a zero carry.  "1" is the later segment.
+    return w1 * l1 * w2, l2, g2 + l1 * w2 * g1
+
+
+@triton.jit
+def _softplus(x):
+    # softplus with threshold 20, as mamba_ssm; log(1 + e^x) written to stay exact for very negative x
+    e = tl.exp(x)
+    small = x < -15.0
+    return tl.where(x > 20.0, x, tl.where(small, e, tl.log(1.0 + e)))
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
+    out_ptr, states_ptr, hs_ptr,
+    dim, L, N, per_group, n_chunks,
+    s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_ob, s_od,
+    s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+    SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    d0 = pid_d * BLOCK_D
+    g = d0 // per_group
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    offs_n = tl.arange(0, NP)
+    mask_n = offs_n < N
+    cols = tl.arange(0, BLOCK_L)
+    offs_d64 = offs_d.to(tl.int64)
+
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    st_mask = mask_d[:, None] & mask_n[None, :]
+    if HAS_H0:
+        carry = tl.load(h0_ptr + (b * dim + offs_d64[:, None]) * N + offs_n[None, :], mask=st_mask, other=0.0)
+    else:
+        carry = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+
+    for c in range(n_chunks):
+        s = c * BLOCK_L + cols
+        mask_l = s < L
+        if REVERSE:
+            pos = L - 1 - s
+        else:
+            pos = s
+        m2 = mask_d[:, None] & mask_l[None, :]
+        u = tl.load(u_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+        dt = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt = dt + bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        dt = tl.where(m2, dt, 0.0)  # padded steps: a = 1, b = 0
+        dtu = dt * u
+        if HAS_D:
+            y = u * Dv[:, None]
+        else:
+            y = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+        for n in range(N):
+            A_n = tl.load(A_ptr + offs_d64 * N + n, mask=mask_d, other=0.0).to(tl.float32) * 1.4426950408889634
+            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos, mask=mask_l, other=0.0).to(tl.float32)
+            a = tl.exp2(dt * A_n[:, None])
+            bx = dtu * B_n[None, :]
+            pa, h = tl.associative_scan((a, bx), 1, _combine)
+            sel = offs_n[None, :] == n
+            h_in = tl.sum(tl.where(sel, carry, 0.0), axis=1)
+            h = h + pa * h_in[:, None]
+            h_last = tl.sum(tl.where(cols[None, :] == BLOCK_L - 1, h, 0.0), axis=1)
+            carry = tl.where(sel, h_last[:, None], carry)
+            if RETURN_STATES:
+                tl.store(hs_ptr + ((b * dim + offs_d64[:, None]) * N + n) * L + pos[None, :],
+                         h.to(hs_ptr.dtype.element_ty), mask=m2)
+            else:
+                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos, mask=mask_l, other=0.0).to(tl.float32)
+                y += h * C_n[None, :]
+        tl.store(states_ptr + ((b * dim + offs_d64[:, None]) * n_chunks + c) * N + offs_n[None, :], carry,
+                 mask=st_mask)
+        if not RETURN_STATES:
+            if HAS_Z:
+                zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+                y = y * zz / (1.0 + tl.exp(-zz))
+            tl.store(out_ptr + b * s_ob + offs_d64[:, None] * s_od + pos[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, states_ptr,
+    dout_ptr, dlast_ptr,
+    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr,
+    dim, L, N, per_group, n_chunks, n_dtiles,
+    s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_gb, s_gd,
+    s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+    HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
+    DETERMINISTIC: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    d0 = pid_d * BLOCK_D
+    g = d0 // per_group
+    offs_d = d0 + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    offs_n = tl.arange(0, NP)
+    mask_n = offs_n < N
+    cols = tl.arange(0, BLOCK_L)
+    offs_d64 = offs_d.to(tl.int64)
+    st_mask = mask_d[:, None] & mask_n[None, :]
+
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_DLAST:
+        gcarry = tl.load(dlast_ptr + (b * dim + offs_d64[:, None]) * N + offs_n[None, :], mask=st_mask, other=0.0)
+    else:
+        gcarry = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+    ones = tl.full((BLOCK_D, BLOCK_L), 1.0, tl.float32)
+    dA_acc = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+    dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    if DETERMINISTIC:
+        # partial rows (batch, n_dtiles, N, L), one per channel tile
+        dB_base = dB_ptr + (b * n_dtiles + pid_d) * N * L
+        dC_base = dC_ptr + (b * n_dtiles + pid_d) * N * L
+    else:
+        # fp32 accumulators shaped like B / C: (batch, G, N, L), contiguous
+        n_groups = dim // per_group
+        dB_base = dB_ptr + (b * n_groups + g) * N * L
+        dC_base = dC_ptr + (b * n_groups + g) * N * L
+
+    for ci in range(n_chunks):
+        c = n_chunks - 1 - ci
+        s = c * BLOCK_L + cols
+        mask_l = s < L
+        if REVERSE:
+            pos = L - 1 - s
+        else:
+            pos = s
+        m2 = mask_d[:, None] & mask_l[None, :]
+        u = tl.load(u_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+        raw = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            raw = raw + bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(raw)
+        else:
+            dt = raw
+        dt = tl.where(m2, dt, 0.0)
+        dtu = dt * u
+        if RETURN_STATES:
+            dy = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+        else:
+            dout = tl.load(dout_ptr + b * s_gb + offs_d64[:, None] * s_gd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+            if HAS_Z:
+                zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+                sig_z = 1.0 / (1.0 + tl.exp(-zz))
+                dy = dout * zz * sig_z
+            else:
+                dy = dout
+        if HAS_D:
+            y_pre = u * Dv[:, None]
+            du = dy * Dv[:, None]
+            dD_acc += tl.sum(dy * u, axis=1)
+        else:
+            y_pre = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+            du = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+        ddt = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+        for n in range(N):
+            A_nat = tl.load(A_ptr + offs_d64 * N + n, mask=mask_d, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos, mask=mask_l, other=0.0).to(tl.float32)
+            a = tl.exp2(dt * (A_nat * 1.4426950408889634)[:, None])
+            bx = dtu * B_n[None, :]
+            pa, h = tl.associative_scan((a, bx), 1, _combine)
+            if c > 0:
+                h_in = tl.load(states_ptr + ((b * dim + offs_d64) * n_chunks + c - 1) * N + n, mask=mask_d, other=0.0)
+            else:
+                if HAS_H0:
+                    h_in = tl.load(h0_ptr + (b * dim + offs_d64) * N + n, mask=mask_d, other=0.0)
+                else:
+                    h_in = tl.zeros((BLOCK_D,), dtype=tl.float32)
+            h = h + pa * h_in[:, None]
+            if RETURN_STATES:
+                e = tl.load(dout_ptr + ((b * dim + offs_d64[:, None]) * N + n) * L + pos[None, :], mask=m2,
+                            other=0.0).to(tl.float32)
+            else:
+                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos, mask=mask_l, other=0.0).to(tl.float32)
+                e = dy * C_n[None, :]
+                y_pre += h * C_n[None, :]
+                dC_row = tl.sum(dy * h, axis=0)
+                if DETERMINISTIC:
+                    tl.store(dC_base + n * L + pos, dC_row, mask=mask_l)
+                else:
+                    tl.atomic_add(dC_base + n * L + pos, dC_row, mask=mask_l)
+            sel = offs_n[None, :] == n
+            g_in = tl.sum(tl.where(sel, gcarry, 0.0), axis=1)
+            e = tl.where(cols[None, :] == BLOCK_L - 1, e + g_in[:, None], e)
+            _w, _l, G = tl.associative_scan((ones, a, e), 1, _combine_rev, reverse=True)
+            aG = a * G
+            g_first = tl.sum(tl.where(cols[None, :] == 0, aG, 0.0), axis=1)
+            gcarry = tl.where(sel, g_first[:, None], gcarry)
+            ah_prev = h - bx  # a_t h_{t-1}
+            GdtB = G * B_n[None, :]
+            du += GdtB * dt
+            ddt += GdtB * u + G * ah_prev * A_nat[:, None]
+            dA_acc += tl.where(sel, tl.sum(G * dt * ah_prev, axis=1)[:, None], 0.0)
+            dB_row = tl.sum(G * dtu, axis=0)
+            if DETERMINISTIC:
+                tl.store(dB_base + n * L + pos, dB_row, mask=mask_l)
+            else:
+                tl.atomic_add(dB_base + n * L + pos, dB_row, mask=mask_l)
+        if (not RETURN_STATES) and HAS_Z:
+            # d/dz [y_pre * z * sigmoid(z)] = y_pre * sig * (1 + z (1 - sig))
+            dz = dout * y_pre * sig_z * (1.0 + zz * (1.0 - sig_z))
+            tl.store(dz_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m2)
+        if SOFTPLUS:
+            ddt = tl.where(raw > 20.0, ddt, ddt / (1.0 + tl.exp(-raw)))
+        ddt = tl.where(m2, ddt, 0.0)
+        dbias_acc += tl.sum(ddt, axis=1)
+        tl.store(du_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
+        tl.store(ddelta_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], ddt.to(ddelta_ptr.dtype.element_ty),
+                 mask=m2)
+    pd = (b * dim + offs_d64)
+    tl.store(dA_ptr + pd[:, None] * N + offs_n[None, :], dA_acc, mask=st_mask)
+    tl.store(dh0_ptr + pd[:, None] * N + offs_n[None, :], gcarry, mask=st_mask)
+    if HAS_D:
+        tl.store(dD_ptr + pd, dD_acc, mask=mask_d)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + pd, dbias_acc, mask=mask_d)
+
+
+def _lead_strides(t: torch.Tensor) -> Tuple[int, int]:
+    return t.stride(0), t.stride(1)
+
+
+def _bc_strides(t: torch.Tensor) -> Tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _unit_last(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    if t is None:
+        return None
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def scan_fwd(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+    initial_state: Optional[torch.Tensor], delta_softplus: bool, reverse: bool, return_states: bool,
+    out_dtype: torch.dtype,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Run the forward kernel.  B, C must be (batch, G, N, L).
+
+    Returns (out, chunk_states): out is y (batch, dim, L) in ``out_dtype`` or,
+    with ``return_states``, h (batch, dim, N, L); chunk_states (batch, dim,
+    n_chunks, N) fp32 holds the state after every chunk (the last one is the
+    final state).
+    """
+    u, delta, z = _unit_last(u), _unit_last(delta), _unit_last(z)
+    B, C = _unit_last(B), _unit_last(C)
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    per_group = dim // B.shape[1]
+    block_d, block_l, num_warps = pick_blocks(dim, per_group, length)
+    n_chunks = triton.cdiv(length, block_l)
+    A = A.contiguous()
+    states = torch.empty(batch, dim, n_chunks, n_state, device=u.device, dtype=torch.float32)
+    if return_states:
+        out = torch.empty(batch, dim, n_state, length, device=u.device, dtype=out_dtype)
+        y_arg, hs_arg = states, out
+    else:
+        out = torch.empty(batch, dim, length, device=u.device, dtype=out_dtype)
+        y_arg, hs_arg = out, states
+    dummy = states
+    grid = (triton.cdiv(dim, block_d), batch)
+    _scan_fwd_kernel[grid](
+        u, delta, A, B, C,
+        D.contiguous() if D is not None else dummy,
+        z if z is not None else dummy,
+        delta_bias.contiguous() if delta_bias is not None else dummy,
+        initial_state.float().contiguous() if initial_state is not None else dummy,
+        y_arg, states, hs_arg,
+        dim, length, n_state, per_group, n_chunks,
+        *_lead_strides(u), *_lead_strides(delta),
+        *(_lead_strides(z) if z is not None else (0, 0)),
+        *(_lead_strides(out) if not return_states else (0, 0)),
+        *_bc_strides(B), *_bc_strides(C),
+        BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        HAS_H0=initial_state is not None, SOFTPLUS=delta_softplus, REVERSE=reverse,
+        RETURN_STATES=return_states, num_warps=num_warps,
+    )
+    return out, states
+
+
+def scan_bwd(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+    initial_state: Optional[torch.Tensor], chunk_states: torch.Tensor, dout: torch.Tensor,
+    dlast: Optional[torch.Tensor], delta_softplus: bool, reverse: bool, return_states: bool,
+    deterministic: bool,
+):
+    """Run the backward kernel.  Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state);
+    entries for absent inputs are None.  dB, dC come back in fp32 shaped (batch, G, N, L)."""
+    # gradients are written with u's (contiguous) strides
+    u, delta, dout = u.contiguous(), delta.contiguous(), dout.contiguous()
+    z = z.contiguous() if z is not None else None
+    B, C = _unit_last(B), _unit_last(C)
+    batch, dim, length = u.shape
+    n_state = A.shape[1]
+    groups = B.shape[1]
+    per_group = dim // groups
+    block_d, block_l, num_warps = pick_blocks(dim, per_group, length)
+    n_chunks = triton.cdiv(length, block_l)
+    assert chunk_states.shape[2] == n_chunks, "forward and backward chunking differ"
+    n_dtiles = triton.cdiv(dim, block_d)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    du = torch.empty_like(u)
+    ddelta = torch.empty(u.shape, device=u.device, dtype=delta.dtype)
+    dz = torch.empty(u.shape, device=u.device, dtype=z.dtype) if z is not None else None
+    dA_part = torch.empty(batch, dim, n_state, **f32)
+    dh0 = torch.empty(batch, dim, n_state, **f32)
+    dD_part = torch.empty(batch, dim, **f32) if D is not None else None
+    dbias_part = torch.empty(batch, dim, **f32) if delta_bias is not None else None
+    if deterministic:
+        dB_buf = torch.zeros(batch, n_dtiles, n_state, length, **f32)
+        dC_buf = torch.zeros(batch, n_dtiles, n_state, length, **f32)
+    else:
+        dB_buf = torch.zeros(batch, groups, n_state, length, **f32)
+        dC_buf = torch.zeros(batch, groups, n_state, length, **f32)
+    dummy = dA_part
+    grid = (n_dtiles, batch)
+    _scan_bwd_kernel[grid](
+        u, delta, A.contiguous(), B, C,
+        D.contiguous() if D is not None else dummy,
+        z if z is not None else dummy,
+        delta_bias.contiguous() if delta_bias is not None else dummy,
+        initial_state.float().contiguous() if initial_state is not None else dummy,
+        chunk_states, dout,
+        dlast.float().contiguous() if dlast is not None else dummy,
+        du, ddelta, dA_part, dB_buf, dC_buf,
+        dD_part if dD_part is not None else dummy,
+        dz if dz is not None else du,
+        dbias_part if dbias_part is not None else dummy,
+        dh0,
+        dim, length, n_state, per_group, n_chunks, n_dtiles,
+        *_lead_strides(u), *_lead_strides(delta),
+        *(_lead_strides(z) if z is not None else (0, 0)),
+        *(_lead_strides(dout) if not return_states else (0, 0)),
+        *_bc_strides(B), *_bc_strides(C),
+        BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        HAS_H0=initial_state is not None, HAS_DLAST=dlast is not None,
+        SOFTPLUS=delta_softplus, REVERSE=reverse, RETURN_STATES=return_states,
+        DETERMINISTIC=deterministic, num_warps=num_warps,
+    )
+    if deterministic:
+        tiles_per_group = n_dtiles // groups
+        dB_buf = dB_buf.view(batch, groups, tiles_per_group, n_state, length).sum(2)
+        dC_buf = dC_buf.view(batch, groups, tiles_per_group, n_state, length).sum(2)
+    dA = dA_part.sum(0)
+    dD = dD_part.sum(0) if dD_part is not None else None
+    dbias = dbias_part.sum(0) if dbias_part is not None else None
+    return du, ddelta, dA, dB_buf, dC_buf, dD, dz, dbias, dh0
