@@ -1,0 +1,59 @@
+"""CPU distributed training (gloo) for mmengine runners.
+
+mmengine 0.10.7 assumes CUDA for ``--launcher pytorch``: ``init_dist`` calls
+``torch.cuda.set_device`` and the runner wraps the model in
+``MMDistributedDataParallel(device_ids=[LOCAL_RANK])``, which
+``DistributedDataParallel`` rejects for CPU modules.  :func:`setup_cpu_distributed`
+initialises the process group with gloo itself (the runner then skips
+``init_dist``) and selects :class:`CPUDistributedDataParallel` as the model
+wrapper.  Used by ``tools/train.py``/``tools/test.py`` when CUDA is absent;
+useful for CI and debugging, not for speed.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence
+
+import torch.distributed as dist
+from mmengine.config import Config
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
+from torch import nn
+
+__all__ = ["CPUDistributedDataParallel", "setup_cpu_distributed"]
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """``MMDistributedDataParallel`` that drops ``device_ids`` for CPU modules."""
+
+    def __init__(self, module: nn.Module, device_ids: Optional[Sequence[int]] = None, **kwargs: Any) -> None:
+        on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+        super().__init__(module=module, device_ids=None if on_cpu else device_ids, **kwargs)
+
+
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Initialise a gloo process group from torchrun's env and pick the CPU DDP wrapper.
+
+    Args:
+        cfg: the run's config; ``model_wrapper_cfg`` is set (existing keys such
+            as ``find_unused_parameters`` are kept) and
+            ``env_cfg.dist_cfg.backend`` is set to ``'gloo'``.
+
+    Raises:
+        RuntimeError: the torchrun environment variables are missing.
+    """
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise RuntimeError(f"--launcher pytorch needs torchrun's environment; missing {missing}. "
+                           "Start with: torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    wrapper = dict(cfg.get("model_wrapper_cfg") or {})
+    wrapper["type"] = "CPUDistributedDataParallel"
+    if "find_unused_parameters" in cfg and "find_unused_parameters" not in wrapper:
+        wrapper["find_unused_parameters"] = cfg.find_unused_parameters
+    cfg.model_wrapper_cfg = wrapper
+    env_cfg = dict(cfg.get("env_cfg") or {})
+    env_cfg["dist_cfg"] = dict(env_cfg.get("dist_cfg") or {}, backend="gloo")
+    cfg.env_cfg = env_cfg
