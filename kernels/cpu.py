@@ -24,7 +24,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .reference import expand_groups, softplus_delta
+from .reference import softplus_delta
 
 __all__ = ["selective_scan_chunked", "linear_recurrence_chunked"]
 
@@ -91,7 +91,7 @@ def selective_scan_chunked(
     """Selective scan with the chunked recurrence (same contract as ``selective_scan``).
 
     Works on any device, in float32 (float64 for float64 inputs).  The states
-    (batch, dim, N, L) are formed one slice of channels at a time, at most
+    (batch, dim, N, L) are formed one slice of the batch at a time, about
     ``max_elements`` per slice, which bounds the extra memory.
     """
     compute_dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
@@ -109,29 +109,34 @@ def selective_scan_chunked(
     if reverse:
         u_f, dt = u_f.flip(-1), dt.flip(-1)
         B, C = B.flip(-1), C.flip(-1)
-    # time-major copies (L, batch, ...): the recurrence loops then read contiguous rows
-    u_t = u_f.permute(2, 0, 1)
-    dt_t = dt.permute(2, 0, 1)
-    B_t = B.to(compute_dtype).permute(3, 0, 1, 2)  # (L, batch, G, N)
-    C_t = C.to(compute_dtype).permute(3, 0, 1, 2)
-    # channel slices of at most max_elements states bound the extra memory
-    step = max(1, min(dim, max_elements // max(1, batch * n_state * length)))
+    # Time-major contiguous copies (L, batch, ...): every step of the recurrence
+    # loops then reads contiguous rows, and the channel axis is split into
+    # (G, dim // G) so that B and C broadcast over their group without copies.
+    u_t = u_f.permute(2, 0, 1).contiguous().view(length, batch, groups, per_group, 1)
+    dt_t = dt.permute(2, 0, 1).contiguous().view(length, batch, groups, per_group, 1)
+    B_t = B.to(compute_dtype).permute(3, 0, 1, 2).contiguous().view(length, batch, groups, 1, n_state)
+    C_t = C.to(compute_dtype).permute(3, 0, 1, 2).contiguous().view(length, batch, groups, 1, n_state)
+    A_g = A_f.view(groups, per_group, n_state)
+    h0_all = None
+    if initial_state is not None:
+        h0_all = initial_state.to(compute_dtype).view(batch, groups, per_group, n_state)
+    # slices of the batch bound the extra memory to about max_elements states each
+    step = max(1, min(batch, max_elements // max(1, dim * n_state * length)))
     outs, lasts = [], []
-    for start in range(0, dim, step):
-        chans = torch.arange(start, min(dim, start + step), device=u.device)
-        groups_of = chans // per_group
-        dt_s = dt_t[:, :, chans, None]  # (L, batch, s, 1)
-        a = torch.exp(dt_s * A_f[chans])  # (L, batch, s, N)
-        b = (dt_s * u_t[:, :, chans, None]) * B_t[:, :, groups_of]
-        h0 = None if initial_state is None else initial_state[:, chans].to(compute_dtype)
-        h = linear_recurrence_chunked(a, b, h0)  # (L, batch, s, N)
-        lasts.append(h[-1])
+    for start in range(0, batch, step):
+        sl = slice(start, start + step)
+        a = torch.exp(dt_t[:, sl] * A_g)  # (L, b, G, P, N)
+        bx = (dt_t[:, sl] * u_t[:, sl]) * B_t[:, sl]
+        h0 = None if h0_all is None else h0_all[sl]
+        h = linear_recurrence_chunked(a, bx, h0)  # (L, b, G, P, N)
+        lasts.append(h[-1].reshape(-1, dim, n_state))
         if return_states:
-            outs.append(h.permute(1, 2, 3, 0))
+            outs.append(h.reshape(length, -1, dim, n_state).permute(1, 2, 3, 0))
         else:
-            outs.append(torch.einsum("lbsn,lbsn->bsl", h, C_t[:, :, groups_of]))
-    out = torch.cat(outs, dim=1)
-    last_state = torch.cat(lasts, dim=1)
+            y = (h * C_t[:, sl]).sum(-1) if n_state > 1 else (h * C_t[:, sl]).squeeze(-1)
+            outs.append(y.reshape(length, -1, dim).permute(1, 2, 0))
+    out = torch.cat(outs, dim=0)
+    last_state = torch.cat(lasts, dim=0)
     if reverse:
         out = out.flip(-1)
     if not return_states:
@@ -139,7 +144,7 @@ def selective_scan_chunked(
             out = out + D.to(compute_dtype)[:, None] * u.to(compute_dtype)
         if z is not None:
             out = out * F.silu(z.to(compute_dtype))
-    out = out.to(out_dtype)
+    out = out.to(out_dtype).contiguous()
     if return_last_state:
         return out, last_state
     return out

@@ -1,0 +1,268 @@
+"""Selective-scan backends against the reference: outputs and every gradient.
+
+On a CPU-only machine the Triton kernels run through Triton's interpreter
+(TRITON_INTERPRET=1, set in conftest.py); with CUDA they run natively.
+"""
+import math
+import time
+
+import pytest
+import torch
+
+from vmamba_zoo_kernels import selective_scan, selective_scan_ref
+from vmamba_zoo_kernels.cpu import linear_recurrence_chunked
+from vmamba_zoo_kernels.dispatch import triton_available
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+# mamba_ssm's test tolerances (rtol, atol) per input dtype
+TOL = {torch.float32: (6e-4, 2e-3), torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+
+
+def make_inputs(batch, dim, groups, n_state, length, dtype, *, seed=0, device=DEVICE, with_z=True,
+                with_h0=False, grouped=True):
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale)
+
+    bc_shape = (batch, groups, n_state, length) if grouped else (batch, n_state, length)
+    x = dict(
+        u=rnd(batch, dim, length).to(dtype),
+        delta=rnd(batch, dim, length, scale=0.5).to(dtype),
+        A=-(torch.rand(dim, n_state, generator=g) * 2 + 0.05),
+        B=rnd(*bc_shape).to(dtype),
+        C=rnd(*bc_shape).to(dtype),
+        D=rnd(dim),
+        z=rnd(batch, dim, length).to(dtype) if with_z else None,
+        delta_bias=rnd(dim, scale=0.3),
+        initial_state=rnd(batch, dim, n_state) if with_h0 else None,
+    )
+    if dtype == torch.float64:
+        x = {k: (v.double() if v is not None else None) for k, v in x.items()}
+    return {k: (v.to(device).requires_grad_() if v is not None else None) for k, v in x.items()}
+
+
+def run(fn, x, **kw):
+    return fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, True,
+              initial_state=x["initial_state"], **kw)
+
+
+def grads(outputs, x, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    out, last = outputs
+    loss = (out.float() * torch.randn(out.shape, generator=g).to(out.device)).sum()
+    loss = loss + (last * torch.randn(last.shape, generator=g).to(last.device)).sum()
+    names = [n for n in GRAD_NAMES if x[n] is not None]
+    return dict(zip(names, torch.autograd.grad(loss, [x[n] for n in names], allow_unused=True)))
+
+
+def assert_close(actual, expected, dtype, name, scale=1.0):
+    rtol, atol = TOL[dtype]
+    actual, expected = actual.float(), expected.float()
+    # relative to the tensor's magnitude (gradients of long sums grow with L)
+    ref = expected.abs().max().clamp_min(1.0)
+    err = (actual - expected).abs().max()
+    assert err <= scale * (atol * ref + rtol * ref), f"{name}: max error {err:.3g} (magnitude {ref:.3g})"
+
+
+def check_against_reference(backend, batch, dim, groups, n_state, length, dtype, reverse=False,
+                            return_states=False, with_h0=False, deterministic=False, grouped=True):
+    x = make_inputs(batch, dim, groups, n_state, length, dtype, with_h0=with_h0, with_z=not return_states,
+                    grouped=grouped)
+    kw = dict(reverse=reverse, return_states=return_states)
+    out_dtype = torch.float32
+    ours = run(selective_scan, x, backend=backend, deterministic=deterministic, out_dtype=out_dtype, **kw)
+    # the reference sees the same (rounded) 16-bit inputs, computed in fp64
+    x64 = {k: (v.detach().double().requires_grad_() if v is not None else None) for k, v in x.items()}
+    ref = run(selective_scan_ref, x64, **kw)
+    assert ours[0].dtype == out_dtype
+    assert_close(ours[0], ref[0], dtype, "out")
+    assert_close(ours[1], ref[1], dtype, "last_state")
+    g_ours, g_ref = grads(ours, x), grads(ref, x64)
+    for name, g_ref_n in g_ref.items():
+        if g_ref_n is None:
+            continue
+        assert g_ours[name] is not None, f"no gradient for {name}"
+        assert g_ours[name].shape == x[name].shape
+        assert_close(g_ours[name], g_ref_n, dtype, f"d{name}", scale=5.0)
+
+
+# (batch, dim, groups, N, L): L below, at and above one 256-step chunk; N = 1, 2, 4, 16; G = 1, 2, 4
+TRITON_CASES = [
+    (2, 8, 4, 1, 49, torch.float32, False),
+    (1, 8, 2, 2, 196, torch.bfloat16, True),
+    (1, 4, 1, 4, 300, torch.float16, False),
+    (1, 8, 4, 16, 33, torch.float32, True),
+    (2, 4, 2, 1, 600, torch.bfloat16, False),
+]
+
+
+@needs_triton
+@pytest.mark.parametrize("batch,dim,groups,n_state,length,dtype,reverse", TRITON_CASES)
+def test_triton_matches_reference(batch, dim, groups, n_state, length, dtype, reverse):
+    check_against_reference("triton", batch, dim, groups, n_state, length, dtype, reverse=reverse)
+
+
+@needs_triton
+@pytest.mark.parametrize("reverse", [False, True])
+def test_triton_states_mode_and_initial_state(reverse):
+    check_against_reference("triton", 1, 4, 2, 2, 300, torch.float32, reverse=reverse, return_states=True,
+                            with_h0=True)
+
+
+@needs_triton
+def test_triton_deterministic_backward_is_bitwise_reproducible():
+    x = make_inputs(2, 8, 2, 2, 300, torch.float32)
+    runs = []
+    for _ in range(2):
+        out = run(selective_scan, x, backend="triton", deterministic=True)
+        runs.append(grads(out, x))
+    for name in runs[0]:
+        assert torch.equal(runs[0][name], runs[1][name]), name
+    check_against_reference("triton", 2, 8, 2, 2, 300, torch.float32, deterministic=True, with_h0=True)
+
+
+@needs_triton
+def test_triton_ungrouped_bc():
+    check_against_reference("triton", 1, 4, 1, 2, 40, torch.float32, grouped=False)
+
+
+@needs_triton
+def test_triton_op_compiles_fullgraph():
+    x = make_inputs(1, 4, 2, 2, 20, torch.float32)
+
+    def f(u, delta, A, B, C, D, z, bias):
+        return selective_scan(u, delta, A, B, C, D, z, bias, True, backend="triton")
+
+    args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    expected = f(*args)
+    got = compiled(*args)
+    torch.testing.assert_close(got, expected)
+    got.sum().backward()
+    assert x["u"].grad is not None and torch.isfinite(x["u"].grad).all()
+
+
+@pytest.mark.parametrize("reverse,return_states,with_h0", [(False, False, False), (True, False, True),
+                                                           (False, True, True)])
+@pytest.mark.parametrize("n_state,groups,length", [(1, 4, 49), (16, 2, 130), (2, 1, 1)])
+def test_cpu_path_matches_reference(n_state, groups, length, reverse, return_states, with_h0):
+    x = make_inputs(2, 8, groups, n_state, length, torch.float32, device="cpu", with_h0=with_h0,
+                    with_z=not return_states)
+    kw = dict(reverse=reverse, return_states=return_states)
+    ours = run(selective_scan, x, backend="cpu", **kw)
+    ref = run(selective_scan_ref, x, **kw)
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours[1], ref[1], rtol=1e-4, atol=1e-5)
+    g_ours, g_ref = grads(ours, x), grads(ref, x)
+    for name in g_ref:
+        if g_ref[name] is not None:
+            torch.testing.assert_close(g_ours[name], g_ref[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_cpu_path_bf16_inputs_fp32_out():
+    x = make_inputs(1, 8, 4, 1, 70, torch.bfloat16, device="cpu")
+    ours = run(selective_scan, x, backend="cpu", out_dtype=torch.float32)
+    x64 = {k: (v.detach().double() if v is not None else None) for k, v in x.items()}
+    ref = run(selective_scan_ref, x64)
+    assert ours[0].dtype == torch.float32
+    torch.testing.assert_close(ours[0].double(), ref[0], rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_path_is_numerically_safe_for_fast_decay():
+    # exp(sum of Δ·A) over the sequence underflows to 0 and its inverse overflows;
+    # the chunked recurrence never forms either
+    x = make_inputs(1, 4, 1, 2, 500, torch.float32, device="cpu")
+    with torch.no_grad():
+        x["A"].mul_(50.0)
+        ours = run(selective_scan, x, backend="cpu")
+        ref = run(selective_scan_ref, x)
+    assert torch.isfinite(ours[0]).all()
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
+
+
+def test_reference_gradcheck_float64():
+    x = make_inputs(1, 4, 2, 2, 6, torch.float64, device="cpu", with_h0=True)
+    names = [n for n in GRAD_NAMES if x[n] is not None]
+
+    def f(*args):
+        kw = dict(zip(names, args))
+        return selective_scan_ref(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], kw["D"], kw["z"],
+                                  kw["delta_bias"], True, True, initial_state=kw["initial_state"])
+
+    assert torch.autograd.gradcheck(f, [x[n] for n in names], eps=1e-6, atol=1e-5)
+
+
+def test_linear_recurrence_chunk_sizes_agree():
+    a = torch.rand(37, 3, dtype=torch.float64)
+    b = torch.randn(37, 3, dtype=torch.float64)
+    h0 = torch.randn(3, dtype=torch.float64)
+    expected, h = [], h0
+    for t in range(37):
+        h = a[t] * h + b[t]
+        expected.append(h)
+    expected = torch.stack(expected)
+    for chunk in (1, 2, 5, 6, 37, 64):
+        torch.testing.assert_close(linear_recurrence_chunked(a, b, h0, chunk=chunk), expected)
+
+
+def test_cpu_path_much_faster_than_step_loop():
+    """The chunked path at batch 1, dim 384, G 4, N 1, L 3136 against a per-step loop (the target is ≥20×;
+    the assertion leaves room for a loaded CI machine)."""
+    x = make_inputs(1, 384, 4, 1, 3136, torch.float32, device="cpu", with_z=False)
+    args = [x[k].detach() if x[k] is not None else None for k in ("u", "delta", "A", "B", "C", "D", "z",
+                                                                  "delta_bias")]
+
+    def best(fn, repeat):
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    with torch.no_grad():
+        fast = best(lambda: selective_scan(*args, True, backend="cpu"), 5)
+        slow = best(lambda: selective_scan_ref(*args, True), 1)
+    assert slow / fast > 5.0, f"chunked {fast * 1e3:.1f} ms vs step loop {slow * 1e3:.1f} ms"
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(delta=torch.zeros(2, 8, 9)), "delta must have u's shape"),
+    (dict(A=torch.zeros(8, 65)), "between 1 and 64"),
+    (dict(A=torch.zeros(7, 4)), "A must be"),
+    (dict(B=torch.zeros(2, 3, 4, 10), C=torch.zeros(2, 3, 4, 10)), "divisible by the number of groups"),
+    (dict(D=torch.zeros(7)), "D must be"),
+    (dict(z=torch.zeros(2, 8, 11)), "z must have"),
+    (dict(delta=torch.zeros(2, 8, 10, dtype=torch.float16)), "delta must have u's dtype"),
+    (dict(initial_state=torch.zeros(2, 8, 3)), "initial_state must be"),
+])
+def test_bad_inputs_have_clear_errors(bad, match):
+    args = dict(u=torch.zeros(2, 8, 10), delta=torch.zeros(2, 8, 10), A=torch.zeros(8, 4),
+                B=torch.zeros(2, 2, 4, 10), C=torch.zeros(2, 2, 4, 10), D=None, z=None, initial_state=None)
+    args.update(bad)
+    h0 = args.pop("initial_state")
+    with pytest.raises(ValueError, match=match):
+        selective_scan(**args, initial_state=h0)
+
+
+def test_unknown_backend_and_triton_on_cpu_errors(monkeypatch):
+    x = make_inputs(1, 4, 1, 1, 5, torch.float32, device="cpu", with_z=False)
+    with pytest.raises(ValueError, match="unknown backend"):
+        run(selective_scan, x, backend="cuda")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    if triton_available():
+        with pytest.raises(ValueError, match="runs on CUDA tensors"):
+            run(selective_scan, x, backend="triton")
+
+
+def test_non_contiguous_inputs():
+    x = make_inputs(1, 8, 2, 2, 30, torch.float32, device="cpu")
+    u_nc = x["u"].detach().transpose(1, 2).contiguous().transpose(1, 2)  # stride(-1) != 1
+    assert u_nc.stride(-1) != 1
+    args = dict(delta=x["delta"].detach(), A=x["A"].detach(), B=x["B"].detach(), C=x["C"].detach())
+    expected = selective_scan_ref(x["u"].detach(), **args)
+    for backend in ["cpu"] + (["triton"] if triton_available() else []):
+        torch.testing.assert_close(selective_scan(u_nc, backend=backend, **args), expected, rtol=1e-4, atol=1e-5)
