@@ -20,17 +20,18 @@ resolves HistoryBuffer's statistics methods and refuses anything else.
 
 :func:`load_checkpoint_file` additionally reads classification checkpoints of
 the official projects, which pickle training-time objects such as a yacs
-``CfgNode`` (VMamba) or ``argparse.Namespace``: every global that is not
-allow-listed is replaced by an inert :class:`UnpickledObject` (a plain dict
-that records its constructor arguments and state), so no foreign code runs and
-the tensors come out unchanged.
+``CfgNode`` (VMamba) or ``argparse.Namespace``: such files are read again with an unpickler that
+accepts the same globals as torch's restricted one and replaces every other
+global by an inert :class:`UnpickledObject` (a dict that records its
+constructor arguments and state), so no foreign code runs and the tensors come
+out unchanged.
 """
 from __future__ import annotations
 
 import logging
 import os
 import pickle
-import zipfile
+import types
 from typing import Any, Dict, List, Tuple, Union
 from urllib.parse import urlparse
 
@@ -133,8 +134,47 @@ def _download(url: str) -> str:
     return path
 
 
+def _allowed_globals() -> Dict[str, Any]:
+    """Name -> object of every global torch's ``weights_only`` unpickler accepts, plus
+    :func:`mmengine_safe_globals`."""
+    from torch import _weights_only_unpickler as wou
+
+    allowed: Dict[str, Any] = dict(wou._get_allowed_globals())
+    allowed.update(wou._get_user_allowed_globals())
+    for entry in mmengine_safe_globals():
+        obj, name = entry if isinstance(entry, tuple) else (entry, f"{entry.__module__}.{entry.__qualname__}")
+        allowed[name] = obj
+    return allowed
+
+
+def _placeholder_pickle_module(foreign: set) -> types.SimpleNamespace:
+    """A ``pickle_module`` for ``torch.load`` whose unpickler resolves allow-listed
+    globals only and replaces every other one by :class:`UnpickledObject` (recorded in
+    ``foreign``).  Allow-listed callables are the ones torch's weights-only unpickler
+    would call too, so no foreign code can run."""
+    allowed = _allowed_globals()
+
+    class PlaceholderUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            obj = allowed.get(f"{module}.{name}")
+            if obj is None:
+                foreign.add(f"{module}.{name}")
+                return UnpickledObject
+            return obj
+
+    def load(file: Any, **kwargs: Any) -> Any:
+        return PlaceholderUnpickler(file, **kwargs).load()
+
+    return types.SimpleNamespace(Unpickler=PlaceholderUnpickler, load=load, __name__="placeholder_pickle")
+
+
 def load_checkpoint_file(filename: str, map_location: Union[str, torch.device] = "cpu") -> Any:
-    """Load a checkpoint with torch's restricted (``weights_only``) unpickler.
+    """Load a checkpoint without executing pickled code.
+
+    First torch's restricted (``weights_only``) unpickler with
+    :func:`mmengine_safe_globals` allowed; if the file pickles other objects,
+    it is read again with an unpickler that accepts the same globals and turns
+    every other one into an inert :class:`UnpickledObject` placeholder.
 
     Args:
         filename: local path, ``http(s)://`` URL (cached in torch hub's
@@ -144,8 +184,8 @@ def load_checkpoint_file(filename: str, map_location: Union[str, torch.device] =
 
     Returns:
         The unpickled object.  mmengine/numpy objects are restored as such;
-        objects of any other non-allow-listed class (e.g. VMamba's yacs
-        ``config``) become :class:`UnpickledObject` placeholders.
+        objects of any other class (e.g. VMamba's yacs ``config``) are
+        :class:`UnpickledObject` placeholders.
     """
     if filename.startswith(("http://", "https://")):
         filename = _download(filename)
@@ -156,18 +196,16 @@ def load_checkpoint_file(filename: str, map_location: Union[str, torch.device] =
             return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f"checkpoint file not found: {filename!r}")
-    safe = mmengine_safe_globals()
-    known = {e[1] if isinstance(e, tuple) else f"{e.__module__}.{e.__qualname__}" for e in safe}
-    if zipfile.is_zipfile(filename):
-        foreign = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(filename)
-                   if g not in known]
-    else:  # legacy (pre-1.6) serialization: globals cannot be listed up front
-        foreign = []
-    if foreign:
-        _LOGGER.info("%s: loading pickled objects of %s as inert UnpickledObject placeholders",
-                     filename, ", ".join(sorted(foreign)))
-    with torch.serialization.safe_globals(safe + [(UnpickledObject, g) for g in foreign]):
-        return torch.load(filename, map_location=map_location, weights_only=True)
+    try:
+        with torch.serialization.safe_globals(mmengine_safe_globals()):
+            return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        foreign: set = set()
+        out = torch.load(filename, map_location=map_location, weights_only=False,
+                         pickle_module=_placeholder_pickle_module(foreign))
+        _LOGGER.info("%s: pickled objects of %s were loaded as inert UnpickledObject placeholders",
+                     filename, ", ".join(sorted(foreign)) or "no foreign class")
+        return out
 
 
 def unwrap_state_dict(checkpoint: Any, key: Union[str, None] = None) -> Dict[str, torch.Tensor]:

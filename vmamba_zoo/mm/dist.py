@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import torch.distributed as dist
 from mmengine.config import Config
-from mmengine.model import MMDistributedDataParallel
+from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
@@ -25,11 +25,19 @@ __all__ = ["CPUDistributedDataParallel", "setup_cpu_distributed"]
 
 @MODEL_WRAPPERS.register_module()
 class CPUDistributedDataParallel(MMDistributedDataParallel):
-    """``MMDistributedDataParallel`` that drops ``device_ids`` for CPU modules."""
+    """``MMDistributedDataParallel`` for CPU modules.
+
+    Drops ``device_ids`` (DDP accepts them for single-GPU modules only) and
+    turns ``SyncBatchNorm`` (CUDA only) back into ``BatchNorm``, so statistics
+    are per process, as in a non-distributed run.
+    """
 
     def __init__(self, module: nn.Module, device_ids: Optional[Sequence[int]] = None, **kwargs: Any) -> None:
         on_cpu = all(p.device.type == "cpu" for p in module.parameters())
-        super().__init__(module=module, device_ids=None if on_cpu else device_ids, **kwargs)
+        if on_cpu:
+            module = revert_sync_batchnorm(module)
+            device_ids = None
+        super().__init__(module=module, device_ids=device_ids, **kwargs)
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

@@ -1,0 +1,14 @@
+# UperNet with a EfficientVMamba-B backbone, 160k iterations, ADE20K 512x512.
+# No published number for this backbone.
+_base_ = ['./_base_/upernet_zoo_8xb2-160k_ade20k-512x512.py']
+
+# EfficientVMamba-B (81.8 top-1); official checkpoint on the Hugging Face Hub.
+pretrained = 'https://huggingface.co/TerryPei/EfficientVMamba-Base/resolve/main/efficient_vmamba_base.ckpt'  # noqa
+
+model = dict(
+    backbone=dict(
+        model_name='efficient_vmamba_base',
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
+    auxiliary_head=dict(in_channels=384, num_classes=150))
