@@ -217,12 +217,10 @@ def save_model_table(rows: Iterable[ModelFacts], path: Path = MODEL_TABLE_PATH,
     """Write the model table JSON (sorted, stable formatting so diffs stay small)."""
     models = dict(keep or {})
     models.update({r.model: r.to_json() for r in rows})
-    data = {
-        "about": "Parameters and FLOPs (MAC convention, selective scan by 9*B*D*L*N, see "
-                 "vmamba_zoo/model_info.py) at batch 1. Regenerate: vmamba-zoo list --refresh",
-        "models": {k: models[k] for k in sorted(models)},
-    }
-    Path(path).write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    about = ("Parameters and FLOPs (MAC convention, selective scan by 9*B*D*L*N, see vmamba_zoo/model_info.py) "
+             "at batch 1. Regenerate: vmamba-zoo list --refresh")
+    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(models[k])}" for k in sorted(models))
+    Path(path).write_text(f'{{\n "about": {json.dumps(about)},\n "models": {{\n{body}\n }}\n}}\n')
 
 
 def rows_for(names: Sequence[str], refresh: bool = False, path: Path = MODEL_TABLE_PATH) -> List[Dict[str, Any]]:

@@ -1,0 +1,229 @@
+"""Throughput / latency / peak-memory benchmark for zoo and timm models.
+
+Used by ``vmamba-zoo bench`` and ``tools/bench_models.py``.  Three modes:
+
+* ``infer_fp32``: eval, ``torch.inference_mode``, fp32 (TF32 matmuls off unless asked).
+* ``infer_bf16``: the same under ``torch.autocast(dtype=torch.bfloat16)``.
+* ``train_bf16``: one training step without optimizer -- forward, ``mean()`` loss,
+  backward -- under bf16 autocast (the setting of the VMamba README's "train TP").
+
+Each mode runs ``warmup`` untimed and ``iters`` timed iterations; throughput is
+``batch_size * iters / total time``; latency is per batch (median, p90).  Peak
+memory is ``torch.cuda.max_memory_allocated`` (reset per mode); it is not
+measured on CPU (reported as null).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import platform
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["MODES", "BenchResult", "bench_model", "environment", "run_benchmarks", "format_table"]
+
+_logger = logging.getLogger(__name__)
+
+MODES = ("infer_fp32", "infer_bf16", "train_bf16")
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """One (model, mode) measurement.  ``error`` is set (and numbers None) when it failed, e.g. OOM."""
+
+    model: str
+    mode: str
+    batch_size: int
+    img_size: int
+    params: int
+    img_per_s: Optional[float] = None
+    latency_ms_median: Optional[float] = None
+    latency_ms_p90: Optional[float] = None
+    peak_mem_gib: Optional[float] = None
+    error: Optional[str] = None
+
+
+def environment(device: torch.device) -> Dict[str, Any]:
+    """Versions and hardware, recorded next to every benchmark."""
+    try:
+        import triton
+
+        triton_version: Optional[str] = triton.__version__
+    except ImportError:
+        triton_version = None
+    import timm
+
+    env: Dict[str, Any] = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "timm": timm.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "tf32": torch.backends.cuda.matmul.allow_tf32,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return env
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_loop(step: Callable[[], None], device: torch.device, warmup: int, iters: int) -> List[float]:
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_model(
+    model: nn.Module,
+    name: str,
+    mode: str,
+    *,
+    device: torch.device,
+    batch_size: int,
+    img_size: int,
+    warmup: int = 5,
+    iters: int = 20,
+    channels_last: bool = False,
+) -> BenchResult:
+    """Benchmark one mode of an already built model (moved to ``device`` here)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+    if batch_size < 1 or img_size < 1 or iters < 1 or warmup < 0:
+        raise ValueError("batch_size, img_size and iters must be >= 1, warmup >= 0")
+    params = sum(p.numel() for p in model.parameters())
+    result = BenchResult(model=name, mode=mode, batch_size=batch_size, img_size=img_size, params=params)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device).to(memory_format=memory_format)
+    bf16 = mode.endswith("bf16")
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    if mode.startswith("infer"):
+        model.eval()
+
+        def step() -> None:
+            with torch.inference_mode(), autocast:
+                model(x)
+    else:
+        model.train()
+
+        def step() -> None:
+            with autocast:
+                out = model(x)
+            out.float().mean().backward()
+            model.zero_grad(set_to_none=True)
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        times = _time_loop(step, device, warmup, iters)
+    except torch.cuda.OutOfMemoryError as e:
+        result.error = f"out of memory: {str(e).splitlines()[0]}"
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        return result
+    total = sum(times)
+    result.img_per_s = round(batch_size * iters / total, 2)
+    result.latency_ms_median = round(1e3 * statistics.median(times), 3)
+    result.latency_ms_p90 = round(1e3 * sorted(times)[min(len(times) - 1, int(0.9 * len(times)))], 3)
+    if device.type == "cuda":
+        result.peak_mem_gib = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    return result
+
+
+def run_benchmarks(
+    names: Sequence[str],
+    *,
+    device: str = "auto",
+    batch_size: int = 128,
+    img_size: int = 224,
+    modes: Sequence[str] = MODES,
+    warmup: int = 5,
+    iters: int = 20,
+    channels_last: bool = False,
+    tf32: bool = False,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Benchmark timm/zoo models side by side.
+
+    Returns:
+        ``{"environment": {...}, "settings": {...}, "results": [BenchResult as dict, ...]}``.
+    """
+    import timm
+    from tqdm import tqdm
+
+    import vmamba_zoo  # noqa: F401  (registers the zoo's models)
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown modes {unknown}; choose from {MODES}")
+    prev_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    results: List[BenchResult] = []
+    try:
+        env = environment(dev)
+        bar = tqdm(total=len(names) * len(modes), disable=not progress, unit="run", desc="bench")
+        for name in names:
+            model = timm.create_model(name, pretrained=False)
+            for mode in modes:
+                bar.set_postfix_str(f"{name} {mode}")
+                results.append(bench_model(model, name, mode, device=dev, batch_size=batch_size, img_size=img_size,
+                                           warmup=warmup, iters=iters, channels_last=channels_last))
+                bar.update(1)
+            del model
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+        bar.close()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev_tf32
+        torch.backends.cudnn.allow_tf32 = prev_tf32
+    settings = dict(batch_size=batch_size, img_size=img_size, modes=list(modes), warmup=warmup, iters=iters,
+                    channels_last=channels_last, tf32=tf32)
+    return {"environment": env, "settings": settings, "results": [dataclasses.asdict(r) for r in results]}
+
+
+def format_table(report: Dict[str, Any]) -> str:
+    """Plain-text table: one row per model, img/s per mode, latency and peak memory of training."""
+    rows: Dict[str, Dict[str, Any]] = {}
+    modes: List[str] = list(report["settings"]["modes"])
+    for r in report["results"]:
+        rows.setdefault(r["model"], {"params": r["params"]})[r["mode"]] = r
+    header = ["model", "params (M)"] + [f"{m} img/s" for m in modes] + [f"{m} ms" for m in modes[:1]] + ["peak GiB"]
+    lines = [header]
+    for name, row in rows.items():
+        cells = [name, f"{row['params'] / 1e6:.1f}"]
+        for m in modes:
+            r = row.get(m)
+            cells.append("-" if r is None else (r["error"][:12] if r["error"] else f"{r['img_per_s']:.1f}"))
+        first = row.get(modes[0]) if modes else None
+        cells.append("-" if not first or first["latency_ms_median"] is None else f"{first['latency_ms_median']:.1f}")
+        peaks = [row[m]["peak_mem_gib"] for m in modes if m in row and row[m]["peak_mem_gib"] is not None]
+        cells.append(f"{max(peaks):.2f}" if peaks else "n/a")
+        lines.append(cells)
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    env = report["environment"]
+    title = (f"{env['device_name']} ({env['device']}), torch {env['torch']}, triton {env['triton']}, "
+             f"batch {report['settings']['batch_size']}, {report['settings']['img_size']}px")
+    out = [title] + ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
