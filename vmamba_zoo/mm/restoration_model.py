@@ -33,7 +33,8 @@ class RestorationDataPreprocessor(BaseDataPreprocessor):
 
     Accepts the output of mmengine's default ``pseudo_collate``: ``inputs`` a list of
     (C, h, w) tensors (or an already stacked (B, C, h, w) tensor) and ``data_samples`` a
-    list of dicts holding ``gt`` (C, H, W).  Inputs of equal size are stacked into one
+    dict of per-image lists (or a list of per-image dicts) holding ``gt`` (C, H, W); the
+    samples come out as a list of per-image dicts.  Inputs of equal size are stacked into one
     (B, C, h, w) tensor; differently sized validation images stay a list.
     """
 
@@ -47,7 +48,20 @@ class RestorationDataPreprocessor(BaseDataPreprocessor):
                 raise ValueError("training batches must hold equally sized crops; set the dataset's gt_size")
             else:
                 inputs = list(inputs)
-        return dict(inputs=inputs, data_samples=data.get("data_samples"))
+        return dict(inputs=inputs, data_samples=self._split_samples(data.get("data_samples")))
+
+    @staticmethod
+    def _split_samples(samples: Any) -> Optional[List[Dict[str, Any]]]:
+        """``pseudo_collate`` turns a list of per-image dicts into a dict of lists; undo that."""
+        if samples is None or isinstance(samples, (list, tuple)):
+            return None if samples is None else list(samples)
+        if isinstance(samples, Mapping):
+            lengths = {len(v) for v in samples.values()}
+            if len(lengths) != 1:
+                raise ValueError(f"data_samples fields have different batch sizes: {sorted(lengths)}")
+            n = lengths.pop()
+            return [{k: v[i] for k, v in samples.items()} for i in range(n)]
+        raise TypeError(f"data_samples must be a list of dicts or a dict of lists, got {type(samples).__name__}")
 
 
 class RestorationModel(BaseModel):
