@@ -258,3 +258,16 @@ def test_every_zoo_model_has_usable_pretrained_cfgs():
             assert cfg.license, f"{name}: pretrained cfg needs a license"
             assert cfg.origin_url or cfg.paper_ids, f"{name}: pretrained cfg needs origin_url or paper_ids"
             assert src.filename or src.kind == "hf-hub", name
+
+
+def test_prepare_pretrained_cfg_for_family_create_functions(server, cache, monkeypatch):
+    """The helper families call in their ``_create_*``: verified fetch, state dict handed to timm."""
+    body, sd = _official_checkpoint(monkeypatch)
+    server.files["/w/fam.pth"] = body
+    cfg = hub.prepare_pretrained_cfg(MODEL, pretrained_cfg_overlay=dict(url=server.url("/w/fam.pth")))
+    assert cfg.state_dict is not None and set(cfg.state_dict) == set(sd)
+    model = timm.create_model(MODEL, pretrained=True, pretrained_cfg=cfg)
+    hub.release_pretrained_state_dict(model)
+    assert model.pretrained_cfg["state_dict"] is None
+    _assert_loaded(model, sd)
+    assert len(server.requests) == 1

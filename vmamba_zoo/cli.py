@@ -392,7 +392,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     name = check_model_name(args.model)
     if not Path(args.checkpoint).is_file():
         raise UserError(f"checkpoint {args.checkpoint} does not exist")
-    info = convert_checkpoint(args.checkpoint, args.out, name, key=args.key)
+    try:
+        info = convert_checkpoint(args.checkpoint, args.out, name, key=args.key)
+    except ValueError as e:  # the checkpoint does not fit the model
+        raise UserError(str(e)) from None
     _out(f"wrote {info['path']}: {info['tensors']} tensors, {info['params']:,} values, sha256 {info['sha256']}")
     _out(f"load with: timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file={str(info['path'])!r}))")
     return 0

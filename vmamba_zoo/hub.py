@@ -59,6 +59,8 @@ __all__ = [
     "load_checkpoint_file",
     "load_pretrained_state_dict",
     "create_model",
+    "prepare_pretrained_cfg",
+    "release_pretrained_state_dict",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -174,7 +176,10 @@ def resolve_weight_source(
     Raises:
         ValueError: unknown model name.
     """
-    cfg = _resolve_cfg(model_name, pretrained_cfg_overlay)
+    return _source_from_cfg(model_name, _resolve_cfg(model_name, pretrained_cfg_overlay), cache_dir)
+
+
+def _source_from_cfg(model_name: str, cfg: Mapping[str, Any], cache_dir: Optional[Union[str, Path]] = None) -> WeightSource:
     sha, size = _parse_notes(cfg.get("notes"))
     common = dict(model=model_name, sha256=sha, size=size, license=cfg.get("license"))
     if cfg.get("source") == "local-dir":
@@ -606,3 +611,55 @@ def create_model(
         cfg.pop("state_dict", None)
         cfg["file"] = str(path)
     return model
+
+
+class _SharedStateDict(dict):
+    """A state dict that timm's cfg handling does not deep-copy."""
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "_SharedStateDict":
+        return self
+
+
+def prepare_pretrained_cfg(
+    variant: str,
+    pretrained_cfg: Any = None,
+    pretrained_cfg_overlay: Optional[Mapping[str, Any]] = None,
+    *,
+    progress: bool = False,
+) -> Any:
+    """For a family's ``_create_*``: resolve the pretrained cfg and put verified weights in it.
+
+    For ``url``/``file`` sources (not ``custom_load``) the file is fetched with
+    :func:`fetch_weights` (cache, integrity checks, offline errors) and read with
+    :func:`load_checkpoint_file`; the state dict goes into ``cfg.state_dict``, which
+    timm's ``load_pretrained`` then uses (so ``checkpoint_filter_fn``, ``in_chans`` and
+    ``num_classes`` adaptation still apply).  Hub and in-memory sources are left to timm.
+    Pass the result as ``pretrained_cfg=`` to ``build_model_with_cfg`` and call
+    :func:`release_pretrained_state_dict` on the model afterwards.
+    """
+    from timm.models import resolve_pretrained_cfg
+
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg,
+                                 pretrained_cfg_overlay=dict(pretrained_cfg_overlay or {}))
+    if cfg.state_dict or cfg.custom_load or cfg.source in ("hf-hub", "local-dir"):
+        return cfg
+    name = f"{variant}.{cfg.tag}" if cfg.tag else variant
+    src = _source_from_cfg(name, dataclasses.asdict(cfg))
+    if src.kind not in ("url", "file"):
+        return cfg
+    path = fetch_weights(src, progress=progress)
+    try:
+        state = load_checkpoint_file(path)
+    except CorruptWeightsError:
+        if src.kind == "url":
+            _remove(path)
+        raise
+    return dataclasses.replace(cfg, state_dict=_SharedStateDict(state))
+
+
+def release_pretrained_state_dict(model: torch.nn.Module) -> None:
+    """Drop the weights :func:`prepare_pretrained_cfg` left in ``model.pretrained_cfg`` (and a wrapped model's)."""
+    for owner in (model, getattr(model, "model", None)):
+        cfg = getattr(owner, "pretrained_cfg", None)
+        if isinstance(cfg, dict) and cfg.get("state_dict") is not None:
+            cfg["state_dict"] = None

@@ -1,0 +1,204 @@
+"""The ``vmamba-zoo`` command line: commands, user errors, committed model table, demo."""
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import vmamba_zoo  # noqa: F401
+from vmamba_zoo import cli
+from vmamba_zoo.model_info import MODEL_TABLE_PATH, count_params, load_model_table, model_facts, zoo_models
+
+TINY = "test_vmamba"
+PHOTO = str(cli.DEMO_IMAGE)
+
+
+def run(capsys, *argv):
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_user_error(rc, err, *needles):
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vmamba-zoo: error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_entry_points():
+    eps = [ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == "vmamba-zoo"]
+    assert eps and eps[0].value == "vmamba_zoo.cli:main"
+    proc = subprocess.run([sys.executable, "-m", "vmamba_zoo.cli", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "predict" in proc.stdout and "export" in proc.stdout
+
+
+def test_list(capsys, offline_cache):
+    rc, out, _ = run(capsys, "list", "--test")
+    assert rc == 0
+    assert TINY in out and "vmamba_tiny_s1l8" in out and "cross" in out
+    row = next(line for line in out.splitlines() if line.startswith("vmamba_tiny_s1l8 "))
+    assert "30.2M" in row and "4.88" in row and row.split()[-1] == "download"  # not cached in the temp cache
+    rc, out, _ = run(capsys, "list", "--json")
+    rows = json.loads(out)
+    assert {r["model"] for r in rows} == set(zoo_models(include_test=False))
+
+
+def test_committed_model_table_is_up_to_date():
+    """assets/model_table.json must cover every zoo model with the right parameter count."""
+    table = load_model_table()
+    missing = sorted(set(zoo_models()) - set(table))
+    assert not missing, f"regenerate {MODEL_TABLE_PATH.name} (vmamba-zoo list --refresh): missing {missing}"
+    for name in zoo_models():
+        with torch.device("meta"):
+            model = timm.create_model(name)
+        assert table[name]["params"] == count_params(model), f"{name}: stale entry, run vmamba-zoo list --refresh"
+    fresh = model_facts(TINY)
+    assert table[TINY]["gflops"] == fresh.gflops and table[TINY]["scan"] == fresh.scan
+
+
+def test_info_and_close_matches(capsys):
+    rc, out, _ = run(capsys, "info", "vmamba_tiny_s1l8")
+    assert rc == 0 and "vssm1_tiny_0230s_ckpt_epoch_264.pth" in out and "mit" in out and "82.6" in out
+    rc, _, err = run(capsys, "info", "vmamba_tiny")
+    assert_user_error(rc, err, "unknown model 'vmamba_tiny'", "did you mean", "vmamba_tiny_s1l8")
+    rc, _, err = run(capsys, "info", "vmamba_tiny_s1l8.in22k")
+    assert_user_error(rc, err, "no pretrained tag 'in22k'", "in1k")
+
+
+def test_predict_random_init_json(capsys):
+    rc, out, err = run(capsys, "predict", TINY, PHOTO, PHOTO, "--random-init", "--json", "--device", "cpu")
+    assert rc == 0 and "meaningless" in err
+    data = json.loads(out)
+    assert len(data["results"]) == 2
+    preds = data["results"][0]["predictions"]
+    assert len(preds) == 5 and all(a["prob"] >= b["prob"] for a, b in zip(preds, preds[1:]))
+    names = cli.load_class_names()
+    assert len(names) == 1000 and names[281].startswith("tabby")
+    assert all(p["label"] == names[p["index"]] for p in preds)
+
+
+def test_predict_with_local_weights_matches_the_model(capsys, tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model(TINY).eval()
+    path = tmp_path / "tiny.pth"
+    torch.save({"model": model.state_dict(), "epoch": 1}, path)  # official training-checkpoint layout
+    rc, out, _ = run(capsys, "predict", TINY, PHOTO, "--weights", str(path), "--json", "--device", "cpu")
+    assert rc == 0
+    from timm.data import create_transform, resolve_data_config
+
+    x = create_transform(**resolve_data_config(model=model))(Image.open(PHOTO).convert("RGB"))[None]
+    with torch.no_grad():
+        expected = model(x).softmax(-1)[0].topk(5).indices.tolist()
+    assert [p["index"] for p in json.loads(out)["results"][0]["predictions"]] == expected
+
+
+def test_user_errors_are_one_line(capsys, tmp_path, offline_cache):
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"not an image")
+    rc, _, err = run(capsys, "predict", TINY, str(garbage), "--random-init")
+    assert_user_error(rc, err, "cannot read image", "garbage.jpg")
+    rc, _, err = run(capsys, "predict", TINY, str(tmp_path / "missing.png"), "--random-init")
+    assert_user_error(rc, err, "missing.png", "no such file")
+    rc, _, err = run(capsys, "predict", TINY, PHOTO)
+    assert_user_error(rc, err, "no pretrained weights", "--random-init")
+    rc, _, err = run(capsys, "predict", "vmamba_tiny_s1l8", PHOTO)  # offline, empty cache
+    assert_user_error(rc, err, "vssm1_tiny_0230s_ckpt_epoch_264.pth", str(offline_cache))
+    rc, _, err = run(capsys, "predict", TINY, PHOTO, "--weights", str(tmp_path / "nope.pth"))
+    assert_user_error(rc, err, "nope.pth", "does not exist")
+    rc, _, err = run(capsys, "bench", TINY, "--img-size", "8", "--device", "cpu")
+    assert_user_error(rc, err, "at least 32")
+    rc, _, err = run(capsys, "erf", "resnet18", "--img-size", "0")
+    assert_user_error(rc, err, "--img-size must be positive")
+
+
+def test_bench_json(capsys, tmp_path):
+    out_json = tmp_path / "bench.json"
+    rc, out, _ = run(capsys, "bench", TINY, "--device", "cpu", "--batch-size", "1", "--img-size", "32", "--warmup", "0",
+                     "--iters", "1", "--modes", "infer_fp32", "train_bf16", "--json", str(out_json), "--no-progress")
+    assert rc == 0 and TINY in out
+    report = json.loads(out_json.read_text())
+    assert report["environment"]["torch"] == torch.__version__ and "triton" in report["environment"]
+    assert [r["mode"] for r in report["results"]] == ["infer_fp32", "train_bf16"]
+    assert all(r["img_per_s"] > 0 and r["error"] is None for r in report["results"])
+
+
+def test_erf_png(capsys, tmp_path):
+    out_png = tmp_path / "erf.png"
+    rc, out, _ = run(capsys, "erf", TINY, "--img-size", "32", "--samples", "1", "--out", str(out_png), "--device", "cpu")
+    assert rc == 0 and "of the contribution" in out
+    with Image.open(out_png) as img:
+        assert img.format == "PNG" and img.width >= 448
+
+
+def test_erf_is_local_for_a_local_model():
+    """Two 3x3 convs: the centre output depends on a 5x5 input window only."""
+    from vmamba_zoo.erf import effective_receptive_field, erf_summary
+
+    class TwoConvs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+            torch.nn.init.constant_(self.b.bias, 10.0)  # keep relu(F_center) active
+
+        def forward_features(self, x):
+            return self.b(self.a(x))
+
+    erf = effective_receptive_field(TwoConvs(), img_size=16, samples=2)
+    nz = (erf > 0).nonzero()
+    assert nz[0].min() == 6 and nz[0].max() == 10 and nz[1].min() == 6 and nz[1].max() == 10
+    assert erf_summary(erf)[0.99] <= 36 / 256
+
+
+def test_convert_roundtrip(capsys, tmp_path, monkeypatch):
+    import types
+
+    torch.manual_seed(1)
+    sd = timm.create_model(TINY).state_dict()
+    cfg_mod = types.ModuleType("yacs.config")
+
+    class CfgNode(dict):
+        pass
+
+    CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
+    cfg_mod.CfgNode = CfgNode
+    monkeypatch.setitem(sys.modules, "yacs", types.ModuleType("yacs"))
+    monkeypatch.setitem(sys.modules, "yacs.config", cfg_mod)
+    src = tmp_path / "official.pth"
+    torch.save({"model": sd, "config": CfgNode(MODEL=CfgNode(NAME="x")), "epoch": 3}, src)
+    monkeypatch.delitem(sys.modules, "yacs.config")
+    rc, out, _ = run(capsys, "convert", str(src), str(tmp_path / "tiny"), "--model", TINY)
+    assert rc == 0 and "pretrained_cfg_overlay" in out
+    dst = tmp_path / "tiny.safetensors"
+    model = timm.create_model(TINY, pretrained=True, pretrained_cfg_overlay=dict(file=str(dst)))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    rc, _, err = run(capsys, "convert", str(src), str(tmp_path / "x"), "--model", "vmamba_tiny_s1l8")
+    assert_user_error(rc, err, "does not fit vmamba_tiny_s1l8")
+
+
+def test_demo_offline(capsys, tmp_path, offline_cache):
+    rc, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--model", TINY)
+    assert rc == 0
+    assert "[2/3] model table" in out and "vmamba_tiny_s1l8" in out
+    assert f"[3/3] classification: {TINY}" in out and "random weights" in out
+    assert "[1/3] restoration" in out
