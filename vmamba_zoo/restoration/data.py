@@ -118,7 +118,7 @@ class PairedDegradationDataset(Dataset):
             raise ValueError("images is empty")
         self.degradations = parse_degradations(degradation)
         self.scale = total_scale(self.degradations)
-        if gt_size % self.scale:
+        if mode == "train" and gt_size % self.scale:
             raise ValueError(f"gt_size={gt_size} must be a multiple of the scale {self.scale}")
         if repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {repeat}")
