@@ -202,3 +202,23 @@ def test_demo_offline(capsys, tmp_path, offline_cache):
     assert "[2/3] model table" in out and "vmamba_tiny_s1l8" in out
     assert f"[3/3] classification: {TINY}" in out and "random weights" in out
     assert "[1/3] restoration" in out
+
+
+def test_model_cards_are_up_to_date():
+    """model_cards/ must equal what tools/make_model_cards.py generates now."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_model_cards", root / "tools" / "make_model_cards.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    files = tool.generate()
+    assert len(files) == len(zoo_models(include_test=False)) + 1
+    stale = sorted(p.name for p, text in files.items() if not p.is_file() or p.read_text() != text)
+    assert not stale, f"model cards out of date: {stale}; run python tools/make_model_cards.py"
+    extra = sorted({p.name for p in (root / "model_cards").glob("*.md")} - {p.name for p in files})
+    assert not extra, f"cards of unregistered models: {extra}; run python tools/make_model_cards.py"
+    card = files[root / "model_cards" / "vmamba_tiny_s1l8.md"]
+    for needle in ("| parameters | 30.2 M", "82.6 top-1", "| mit |", "VMambaZooBackbone", "timm.create_model",
+                   "Not measured yet" if not list((root / "benchmarks").glob("*.json")) else "img"):
+        assert needle in card, needle

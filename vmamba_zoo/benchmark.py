@@ -60,7 +60,7 @@ def environment(device: torch.device) -> Dict[str, Any]:
 
     env: Dict[str, Any] = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "triton": triton_version,
@@ -71,6 +71,17 @@ def environment(device: torch.device) -> Dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -204,12 +215,13 @@ def run_benchmarks(
 
 
 def format_table(report: Dict[str, Any]) -> str:
-    """Plain-text table: one row per model, img/s per mode, latency and peak memory of training."""
+    """Plain-text table: one row per model, img/s per mode, latency of the first mode and peak memory
+    of the training step (of the last mode without one)."""
     rows: Dict[str, Dict[str, Any]] = {}
     modes: List[str] = list(report["settings"]["modes"])
     for r in report["results"]:
         rows.setdefault(r["model"], {"params": r["params"]})[r["mode"]] = r
-    header = ["model", "params (M)"] + [f"{m} img/s" for m in modes] + [f"{m} ms" for m in modes[:1]] + ["peak GiB"]
+    header = ["model", "params (M)"] + [f"{m} img/s" for m in modes] + [f"{m} ms" for m in modes[:1]] + [("train_bf16" if "train_bf16" in modes else modes[-1]) + " peak GiB"]
     lines = [header]
     for name, row in rows.items():
         cells = [name, f"{row['params'] / 1e6:.1f}"]
@@ -218,8 +230,9 @@ def format_table(report: Dict[str, Any]) -> str:
             cells.append("-" if r is None else (r["error"][:12] if r["error"] else f"{r['img_per_s']:.1f}"))
         first = row.get(modes[0]) if modes else None
         cells.append("-" if not first or first["latency_ms_median"] is None else f"{first['latency_ms_median']:.1f}")
-        peaks = [row[m]["peak_mem_gib"] for m in modes if m in row and row[m]["peak_mem_gib"] is not None]
-        cells.append(f"{max(peaks):.2f}" if peaks else "n/a")
+        peak_mode = "train_bf16" if "train_bf16" in row else (modes[-1] if modes else None)
+        peak = row[peak_mode]["peak_mem_gib"] if peak_mode in row else None
+        cells.append("n/a" if peak is None else f"{peak:.2f}")
         lines.append(cells)
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     env = report["environment"]

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Benchmark zoo and timm models side by side: img/s, latency, peak memory; JSON + table.
+
+Modes (see vmamba_zoo/benchmark.py): fp32 inference, bf16-autocast inference, and a
+bf16-autocast training step (forward + backward, no optimizer) with its peak memory.
+TF32 matmuls are off unless --tf32.  Examples::
+
+    # GPU, the settings of the published tables (batch 128, 224x224)
+    python tools/bench_models.py vmamba_tiny_s1l8 convnext_tiny swin_tiny_patch4_window7_224 \\
+        --out benchmarks/h100.json
+    # CPU smoke test
+    python tools/bench_models.py test_vmamba resnet18 --device cpu --batch-size 2 --img-size 64 \\
+        --warmup 0 --iters 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from vmamba_zoo.benchmark import MODES, format_table, run_benchmarks
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="timm model names (zoo models after `import vmamba_zoo`)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:1, cpu")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--tf32", action="store_true")
+    p.add_argument("--out", type=Path, help="JSON output (default: benchmarks/<device>_bs<batch>.json)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+
+    import timm
+
+    import vmamba_zoo  # noqa: F401  (registers the zoo's models)
+
+    unknown = [m for m in args.models if not timm.is_model(m)]
+    if unknown:
+        p.error(f"unknown models: {unknown}")
+    report = run_benchmarks(args.models, device=args.device, batch_size=args.batch_size, img_size=args.img_size,
+                            modes=args.modes, warmup=args.warmup, iters=args.iters,
+                            channels_last=args.channels_last, tf32=args.tf32, progress=not args.no_progress)
+    print(format_table(report))
+    out = args.out
+    if out is None:
+        slug = re.sub(r"[^a-z0-9]+", "-", report["environment"]["device_name"].lower()).strip("-")
+        out = Path(__file__).resolve().parents[1] / "benchmarks" / f"{slug}_bs{args.batch_size}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
