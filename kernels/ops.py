@@ -42,7 +42,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, revers
       deterministic):
     batch, dim, length = u.shape
     n_state = A.shape[1]
-    chunks = num_chunks(dim, dim // B.shape[1], length)
+    chunks = num_chunks(dim, dim // B.shape[1], length, n_state)
     states = u.new_empty((batch, dim, chunks, n_state), dtype=torch.float32)
     if return_states:
         return u.new_empty((batch, dim, n_state, length), dtype=out_dtype), states

@@ -1,32 +1,58 @@
-"""Tile sizes of the Triton kernels (pure Python, so fake/meta implementations need no Triton)."""
+"""Tile sizes of the Triton kernels (pure Python, so fake/meta implementations need no Triton).
+
+The choices are fixed tables, not autotuning: the chunk length decides where
+the forward stores the states that the backward restarts from, and the
+rounding of the scan, so it must be identical between runs and between the
+two passes.  The tables come from ``tools/tune_scan.py`` sweeps on an H100.
+``VMAMBA_ZOO_SCAN_TILES="fwd_bd,bl,fwd_warps,bwd_bd,bwd_warps"`` overrides them
+(for tuning).
+"""
 from __future__ import annotations
 
-from typing import Tuple
+import os
+from typing import NamedTuple
 
-__all__ = ["pick_blocks", "num_chunks"]
+__all__ = ["Tiles", "pick_tiles", "num_chunks"]
+
+
+class Tiles(NamedTuple):
+    block_l: int  # time steps per chunk (shared by forward and backward)
+    fwd_block_d: int  # channels per forward program
+    fwd_warps: int
+    bwd_block_d: int  # channels per backward program
+    bwd_warps: int
 
 
 def _next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def pick_blocks(dim: int, per_group: int, length: int) -> Tuple[int, int, int]:
-    """(BLOCK_D, BLOCK_L, num_warps) for a (dim, group size, L) problem.
+def _largest_pow2_divisor(n: int, cap: int) -> int:
+    d = 1
+    while d < cap and n % (d * 2) == 0:
+        d *= 2
+    return d
 
-    BLOCK_D is a power of two dividing the group size, so a tile never spans
-    two groups of B / C.  Fixed choices (no autotuning) keep the chunking, and
-    therefore the rounding, identical between runs and between forward and
-    backward, which shares the forward's chunk-boundary states.
+
+def pick_tiles(dim: int, per_group: int, length: int, n_state: int) -> Tiles:
+    """Tiles for a (dim, group size, L, N) problem.
+
+    Channel tiles are powers of two dividing the group size, so a tile never
+    spans two groups of B / C.
     """
+    override = os.environ.get("VMAMBA_ZOO_SCAN_TILES")
+    if override:
+        fbd, bl, fw, bbd, bw = (int(v) for v in override.split(","))
+        return Tiles(bl, _largest_pow2_divisor(per_group, fbd), fw, _largest_pow2_divisor(per_group, bbd), bw)
+    # H100 sweep (tools/tune_scan.py, benchmarks/scan_tune_h100.txt): 256-step chunks; one or more rows
+    # per warp keeps reductions along time inside a warp
     block_l = min(256, max(16, _next_pow2(length)))
-    block_d = 1
-    while block_d < 64 and per_group % (block_d * 2) == 0 and block_d * 2 * block_l <= 4096:
-        block_d *= 2
-    num_warps = 4 if block_d * block_l >= 1024 else 2
-    return block_d, block_l, num_warps
+    fwd_bd = _largest_pow2_divisor(per_group, max(1, 2048 // block_l))
+    bwd_bd = _largest_pow2_divisor(per_group, max(1, 1024 // block_l))
+    return Tiles(block_l, fwd_bd, 4, bwd_bd, 4)
 
 
-def num_chunks(dim: int, per_group: int, length: int) -> int:
-    """Number of BLOCK_L chunks the kernels split a sequence of ``length`` into."""
-    block_l = pick_blocks(dim, per_group, length)[1]
+def num_chunks(dim: int, per_group: int, length: int, n_state: int) -> int:
+    """Number of chunks the kernels split a sequence of ``length`` steps into."""
+    block_l = pick_tiles(dim, per_group, length, n_state).block_l
     return -(-length // block_l)

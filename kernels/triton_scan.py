@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .tiling import pick_blocks
+from .tiling import pick_tiles
 
 __all__ = ["scan_fwd", "scan_bwd"]
 
@@ -182,9 +182,11 @@ def _scan_bwd_kernel(
     else:
         gcarry = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
     ones = tl.full((BLOCK_D, BLOCK_L), 1.0, tl.float32)
+    # per-step accumulators, reduced over time once at the end (not once per chunk)
     dA_acc = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
-    dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    dA1_acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)  # used when N == 1
+    dD_acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+    dbias_acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
     if DETERMINISTIC:
         # partial rows (batch, n_dtiles, N, L), one per channel tile
         dB_base = dB_ptr + (b * n_dtiles + pid_d) * N * L
@@ -227,7 +229,7 @@ def _scan_bwd_kernel(
         if HAS_D:
             y_pre = u * Dv[:, None]
             du = dy * Dv[:, None]
-            dD_acc += tl.sum(dy * u, axis=1)
+            dD_acc += dy * u
         else:
             y_pre = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
             du = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
@@ -269,7 +271,10 @@ def _scan_bwd_kernel(
             GdtB = G * B_n[None, :]
             du += GdtB * dt
             ddt += GdtB * u + G * ah_prev * A_nat[:, None]
-            dA_acc += tl.where(sel, tl.sum(G * dt * ah_prev, axis=1)[:, None], 0.0)
+            if NP == 1:
+                dA1_acc += G * dt * ah_prev
+            else:
+                dA_acc += tl.where(sel, tl.sum(G * dt * ah_prev, axis=1)[:, None], 0.0)
             dB_row = tl.sum(G * dtu, axis=0)
             if DETERMINISTIC:
                 tl.store(dB_base + n * L + pos, dB_row, mask=mask_l)
@@ -282,17 +287,19 @@ def _scan_bwd_kernel(
         if SOFTPLUS:
             ddt = tl.where(raw > 20.0, ddt, ddt / (1.0 + tl.exp(-raw)))
         ddt = tl.where(m2, ddt, 0.0)
-        dbias_acc += tl.sum(ddt, axis=1)
+        dbias_acc += ddt
         tl.store(du_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(ddelta_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], ddt.to(ddelta_ptr.dtype.element_ty),
                  mask=m2)
     pd = (b * dim + offs_d64)
+    if NP == 1:
+        dA_acc = tl.sum(dA1_acc, axis=1)[:, None]
     tl.store(dA_ptr + pd[:, None] * N + offs_n[None, :], dA_acc, mask=st_mask)
     tl.store(dh0_ptr + pd[:, None] * N + offs_n[None, :], gcarry, mask=st_mask)
     if HAS_D:
-        tl.store(dD_ptr + pd, dD_acc, mask=mask_d)
+        tl.store(dD_ptr + pd, tl.sum(dD_acc, axis=1), mask=mask_d)
     if HAS_BIAS:
-        tl.store(dbias_ptr + pd, dbias_acc, mask=mask_d)
+        tl.store(dbias_ptr + pd, tl.sum(dbias_acc, axis=1), mask=mask_d)
 
 
 def _lead_strides(t: torch.Tensor) -> Tuple[int, int]:
@@ -327,7 +334,8 @@ def scan_fwd(
     batch, dim, length = u.shape
     n_state = A.shape[1]
     per_group = dim // B.shape[1]
-    block_d, block_l, num_warps = pick_blocks(dim, per_group, length)
+    tiles = pick_tiles(dim, per_group, length, n_state)
+    block_d, block_l, num_warps = tiles.fwd_block_d, tiles.block_l, tiles.fwd_warps
     n_chunks = triton.cdiv(length, block_l)
     A = A.contiguous()
     states = torch.empty(batch, dim, n_chunks, n_state, device=u.device, dtype=torch.float32)
@@ -376,7 +384,8 @@ def scan_bwd(
     n_state = A.shape[1]
     groups = B.shape[1]
     per_group = dim // groups
-    block_d, block_l, num_warps = pick_blocks(dim, per_group, length)
+    tiles = pick_tiles(dim, per_group, length, n_state)
+    block_d, block_l, num_warps = tiles.bwd_block_d, tiles.block_l, tiles.bwd_warps
     n_chunks = triton.cdiv(length, block_l)
     assert chunk_states.shape[2] == n_chunks, "forward and backward chunking differ"
     n_dtiles = triton.cdiv(dim, block_d)
