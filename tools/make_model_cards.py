@@ -200,6 +200,12 @@ def make_index(models: List[str], table: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_generated(path: Path) -> bool:
+    """True for cards this tool wrote (other cards, e.g. restoration ones, are left alone)."""
+    with open(path, encoding="utf-8") as f:
+        return f.readline().rstrip("\n") == HEADER
+
+
 def generate(out_dir: Path = CARDS_DIR) -> Dict[Path, str]:
     """All cards (and the index) as {path: text}; nothing is written."""
     import vmamba_zoo  # noqa: F401
@@ -221,7 +227,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     files = generate(args.out)
     stale = sorted(p for p, text in files.items() if not p.is_file() or p.read_text() != text)
-    extra = sorted(set(args.out.glob("*.md")) - set(files)) if args.out.is_dir() else []
+    extra = sorted(p for p in set(args.out.glob("*.md")) - set(files) if is_generated(p)) if args.out.is_dir() else []
     if args.check:
         for path in stale:
             print(f"stale or missing: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")

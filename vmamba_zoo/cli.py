@@ -276,65 +276,60 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- restore
-def _restoration_api():
-    """The restoration package's shipped-model entry point, or None while it has none."""
+def _restoration():
+    """The restoration package (its import needs only torch/numpy)."""
     try:
         from . import restoration
     except ImportError as e:  # a missing optional dependency of the restoration package
         raise UserError(f"restoration support is unavailable: {e}") from None
-    return getattr(restoration, "load_shipped_model", None)
+    return restoration
 
 
-def _restore_image(net, image_u8, device):
-    """Run a restoration net on an (H, W, 3) uint8 RGB array; returns (H*s, W*s, 3) uint8.
+def _load_restoration_net(name: str, weights: Optional[str]):
+    """A shipped model by name, a zoo ``.safetensors`` file, or a registered network + checkpoint."""
+    from .restoration.pretrained import SHIPPED_MODELS
 
-    The input is reflect-padded to the net's ``pad_multiple`` / ``window_size`` (default 8)
-    and the output cropped back; the scale is the net's ``upscale`` (default 1).
-    """
-    import numpy as np
-    import torch
-
-    from .restoration.tiling import forward_padded
-
-    x = torch.from_numpy(np.ascontiguousarray(image_u8)).permute(2, 0, 1)[None].float().div(255).to(device)
-    multiple = int(getattr(net, "pad_multiple", None) or getattr(net, "window_size", None) or 8)
-    scale = int(getattr(net, "upscale", None) or 1)
-    with torch.inference_mode():
-        y = forward_padded(net, x, scale=scale, multiple=multiple)
-    return y[0].clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
+    rest = _restoration()
+    if weights:
+        if not Path(weights).is_file():
+            raise UserError(f"weights file {weights} does not exist")
+        if name in SHIPPED_MODELS or weights.endswith(".safetensors"):
+            try:
+                return rest.load_shipped_model(weights)
+            except ValueError:  # a safetensors file without the zoo's metadata: use the registry below
+                pass
+    known = sorted(set(SHIPPED_MODELS) | set(rest.list_restoration_models()))
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        raise UserError(f"unknown restoration model {name!r}; "
+                        + (f"did you mean {', '.join(close)}?" if close else f"available: {', '.join(known)}"))
+    if weights:
+        return rest.create_restoration_model(name, checkpoint_path=weights)
+    if name not in SHIPPED_MODELS:
+        raise UserError(f"no shipped weights for {name}; pass --weights FILE (shipped: {', '.join(sorted(SHIPPED_MODELS))})")
+    try:
+        return rest.load_shipped_model(name)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from .restoration import create_restoration_model, list_restoration_models
-
     img = np.asarray(_open_image(args.image))
     if min(img.shape[:2]) < 8:
         raise UserError(f"image {args.image} is {img.shape[1]}x{img.shape[0]}; restoration needs at least 8x8 pixels")
-    available = list_restoration_models()
-    if args.model not in available:
-        close = difflib.get_close_matches(args.model, available, n=3, cutoff=0.4)
-        raise UserError(f"unknown restoration model {args.model!r}"
-                        + (f"; did you mean {', '.join(close)}?" if close else f"; available: {', '.join(available)}"))
+    if args.tile is not None and args.tile < 32:
+        raise UserError(f"--tile must be at least 32 pixels, got {args.tile}")
     device = _device(args.device)
-    if args.weights:
-        if not Path(args.weights).is_file():
-            raise UserError(f"weights file {args.weights} does not exist")
-        net = create_restoration_model(args.model, checkpoint_path=args.weights)
-    else:
-        shipped = _restoration_api()
-        if shipped is None:
-            raise UserError(f"no shipped weights for {args.model} in this build; pass --weights FILE")
-        net = shipped(args.model)
-    net = net.eval().to(device)
+    net = _load_restoration_net(args.model, args.weights).eval().to(device)
     t0 = time.perf_counter()
-    out = _restore_image(net, img, device)
+    out = _restoration().restore_image(net, img, tile_size=args.tile)
     out_path = Path(args.out or Path(args.image).with_name(Path(args.image).stem + "_restored.png"))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(out).save(out_path)
-    _out(f"wrote {out_path} ({out.shape[1]}x{out.shape[0]}, {time.perf_counter() - t0:.1f}s)")
+    _out(f"wrote {out_path} ({out.shape[1]}x{out.shape[0]}, {time.perf_counter() - t0:.1f}s on {device})")
     return 0
 
 
@@ -422,34 +417,38 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- demo
 def _demo_restoration(out_dir: Path, device) -> Optional[Dict[str, Any]]:
-    """Denoise the bundled photo with the shipped restoration model; None while none is shipped."""
+    """Denoise the bundled photo with the shipped denoiser; None (and a note) if its weights are absent."""
     import numpy as np
     from PIL import Image
 
-    shipped = _restoration_api()
-    if shipped is None:
-        _out("[1/3] restoration: skipped -- this build ships no restoration model yet "
-             "(hook: vmamba_zoo.restoration.load_shipped_model)")
-        return None
-    from .restoration.metrics import calculate_psnr
+    rest = _restoration()
+    from .restoration.pretrained import DEFAULT_DENOISER, shipped_weights_path
 
-    net = shipped(None).eval().to(device)
+    try:
+        shipped_weights_path(DEFAULT_DENOISER)
+    except (FileNotFoundError, ValueError) as e:
+        _out(f"[1/3] restoration: skipped -- {e}")
+        return None
+    net = rest.load_shipped_denoiser(device)
     clean = np.asarray(_open_image(str(DEMO_IMAGE)))
     sigma = 25.0
-    rng = np.random.default_rng(0)
-    noisy = np.clip(clean.astype(np.float64) + rng.normal(0.0, sigma, clean.shape), 0, 255).round().astype(np.uint8)
+    noisy_f = rest.add_gaussian_noise(clean, sigma, np.random.RandomState(0))  # [0, 1] float, unclipped
+    noisy = (np.clip(noisy_f, 0.0, 1.0) * 255.0).round().astype(np.uint8)  # a noisy 8-bit photo
     t0 = time.perf_counter()
-    restored = _restore_image(net, noisy, device)
+    restored = rest.restore_image(net, noisy)
     seconds = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     for tag, img in (("clean", clean), ("noisy", noisy), ("restored", restored)):
         Image.fromarray(img).save(out_dir / f"{tag}.png")
-    metrics = dict(model=getattr(net, "name", type(net).__name__), sigma=sigma, seconds=round(seconds, 2),
-                   psnr_noisy=round(float(calculate_psnr(noisy, clean, crop_border=0, input_order="HWC")), 3),
-                   psnr_restored=round(float(calculate_psnr(restored, clean, crop_border=0, input_order="HWC")), 3))
+    psnr = rest.calculate_psnr
+    metrics = dict(model=getattr(net, "name", DEFAULT_DENOISER), image=DEMO_IMAGE.name, sigma=sigma,
+                   seconds=round(seconds, 2), device=str(device),
+                   psnr_noisy=round(float(psnr(noisy, clean, crop_border=0, input_order="HWC")), 3),
+                   psnr_restored=round(float(psnr(restored, clean, crop_border=0, input_order="HWC")), 3))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    _out(f"[1/3] restoration: {metrics['model']} denoised {DEMO_IMAGE.name} (sigma {sigma:g}) in {seconds:.1f}s: "
-         f"PSNR {metrics['psnr_noisy']:.2f} dB -> {metrics['psnr_restored']:.2f} dB; images in {out_dir}")
+    _out(f"[1/3] restoration: {metrics['model']} denoised {DEMO_IMAGE.name} (Gaussian noise sigma {sigma:g}) in "
+         f"{seconds:.1f}s: PSNR {metrics['psnr_noisy']:.2f} dB -> {metrics['psnr_restored']:.2f} dB "
+         f"(clean/noisy/restored.png, metrics.json in {out_dir})")
     return metrics
 
 
@@ -548,11 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("restore", help="run a restoration network on an image")
+    s = sub.add_parser("restore", help="run a restoration network on an image (e.g. the shipped denoiser "
+                                        "wavelet_mambair_dn25_skimage)")
     s.add_argument("model")
     s.add_argument("image")
-    s.add_argument("--weights", help="checkpoint of the restoration network")
+    s.add_argument("--weights", help="checkpoint of the restoration network (default: its shipped weights)")
     s.add_argument("--out", help="output PNG (default: IMAGE_restored.png)")
+    s.add_argument("--tile", type=int, default=256, help="tile size for large images (default 256)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_restore)
 
