@@ -271,3 +271,24 @@ def test_prepare_pretrained_cfg_for_family_create_functions(server, cache, monke
     assert model.pretrained_cfg["state_dict"] is None
     _assert_loaded(model, sd)
     assert len(server.requests) == 1
+
+
+def test_hf_hub_source_offline_uses_the_hf_cache(cache, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(2)
+    sd = timm.create_model(MODEL).state_dict()
+    overlay = dict(hf_hub_id="zoo-test/tiny-weights", url=None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.WeightsUnavailableError, match="zoo-test/tiny-weights/model.safetensors"):
+        hub.create_model(MODEL, pretrained=True, pretrained_cfg_overlay=overlay)
+    assert hub.weights_status(MODEL, overlay) == "download"
+    # the layout huggingface_hub leaves after a download
+    repo = tmp_path / "hf" / "hub" / "models--zoo-test--tiny-weights"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    snap = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snap.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(snap / "model.safetensors"))
+    assert hub.weights_status(MODEL, overlay) == "cached"
+    _assert_loaded(hub.create_model(MODEL, pretrained=True, pretrained_cfg_overlay=overlay), sd)

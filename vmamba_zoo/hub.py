@@ -241,7 +241,7 @@ def weights_status(
 
     names = (src.filename,) if src.filename else _HF_DEFAULT_FILES
     for name in names:
-        hit = try_to_load_from_cache(src.location, name)
+        hit = try_to_load_from_cache(src.location, name, cache_dir=_hf_cache_dir())
         if isinstance(hit, str):
             return "cached"
     return "download"
@@ -260,7 +260,8 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _read_sidecar(path: Path) -> Optional[Tuple[str, Optional[int]]]:
+def _read_sidecar(path: Path) -> Optional[str]:
+    """The sha256 recorded in ``<file>.sha256`` when this module downloaded the file, if any."""
     side = _sidecar(path)
     if not side.is_file():
         return None
@@ -268,7 +269,7 @@ def _read_sidecar(path: Path) -> Optional[Tuple[str, Optional[int]]]:
     if not text or not re.fullmatch(r"[0-9a-f]{64}", text[0]):
         _logger.warning("ignoring malformed digest file %s", side)
         return None
-    return text[0], None
+    return text[0]
 
 
 def _write_sidecar(path: Path, digest: str) -> None:
@@ -340,8 +341,8 @@ def verify_file(path: Union[str, Path], source: Optional[WeightSource] = None) -
     recorded = _read_sidecar(path)
     if recorded is not None:
         digest = sha256_file(path)
-        if digest != recorded[0]:
-            raise CorruptWeightsError(f"{path} has sha256 {digest}, {_sidecar(path).name} recorded {recorded[0]}")
+        if digest != recorded:
+            raise CorruptWeightsError(f"{path} has sha256 {digest}, {_sidecar(path).name} recorded {recorded}")
         return "recorded-sha256"
     _check_structure(path)
     return "structure"
@@ -371,23 +372,32 @@ def _download_url(src: WeightSource, progress: bool) -> Path:
     return Path(out)
 
 
-def _fetch_hf(src: WeightSource, progress: bool) -> Path:
+def _hf_cache_dir() -> str:
+    """huggingface_hub's cache folder, from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def _fetch_hf(src: WeightSource, progress: bool, force: bool = False) -> Path:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
     names = (src.filename,) if src.filename else _HF_DEFAULT_FILES
+    cache_dir = _hf_cache_dir()
     if is_offline():
         for name in names:
-            hit = try_to_load_from_cache(src.location, name)
+            hit = try_to_load_from_cache(src.location, name, cache_dir=cache_dir)
             if isinstance(hit, str):
                 return Path(hit)
         raise WeightsUnavailableError(
             f"{src.model}: HF_HUB_OFFLINE=1 and {src.location}/{names[0]} is not in the Hugging Face cache "
-            f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}/hub); run once with network, or unset HF_HUB_OFFLINE")
+            f"{cache_dir}; run once with network (or copy that cache), or unset HF_HUB_OFFLINE")
     last: Optional[Exception] = None
     for name in names:
         try:
-            return Path(hf_hub_download(src.location, name))
+            return Path(hf_hub_download(src.location, name, cache_dir=cache_dir, force_download=force))
         except EntryNotFoundError as e:
             last = e
         except LocalEntryNotFoundError as e:
@@ -426,7 +436,14 @@ def fetch_weights(
         return path
     if src.kind == "hf-hub":
         path = _fetch_hf(src, progress)
-        verify_file(path, src)
+        try:
+            verify_file(path, src)
+        except CorruptWeightsError as e:
+            if is_offline():
+                raise
+            _logger.warning("cached Hub file is corrupt, downloading again: %s", e)
+            path = _fetch_hf(src, progress, force=True)
+            verify_file(path, src)
         return path
 
     path = src.cache_path
