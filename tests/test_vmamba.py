@@ -8,7 +8,7 @@ import torch
 import vmamba_zoo  # noqa: F401  (registers the models)
 from vmamba_zoo.models.vmamba import checkpoint_filter_fn, load_official_checkpoint
 
-SMALL = dict(depths=(1, 1, 1, 1))
+SMALL = dict(depths=(1, 1, 1, 1), dims=32)  # every variant's layer settings, fewer and narrower blocks
 
 
 def _to_official(state_dict, legacy_v0=False, grouped_linear=False):

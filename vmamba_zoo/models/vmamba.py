@@ -539,6 +539,10 @@ def load_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+            raise RuntimeError(
+                f"{path} pickles non-tensor objects (e.g. a yacs config); reading it safely needs torch>=2.5. "
+                "Extract checkpoint['model'] with a trusted torch.load and save that state dict instead.") from None
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         _logger.info("replacing non-tensor objects %s in %s by placeholders", names, path)
         with torch.serialization.safe_globals([(_Placeholder, name) for name in names]):
