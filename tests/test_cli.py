@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import io
 import json
 import subprocess
 import sys
@@ -127,6 +126,12 @@ def test_user_errors_are_one_line(capsys, tmp_path, offline_cache):
     assert_user_error(rc, err, "nope.pth", "does not exist")
     rc, _, err = run(capsys, "bench", TINY, "--img-size", "8", "--device", "cpu")
     assert_user_error(rc, err, "at least 32")
+    rc, _, err = run(capsys, "bench", TINY, "--device", "gpu0")
+    assert_user_error(rc, err, "'gpu0' is not a device")
+    other = tmp_path / "other.pth"
+    torch.save(timm.create_model("test_mambaout").state_dict(), other)
+    rc, _, err = run(capsys, "predict", TINY, PHOTO, "--weights", str(other))
+    assert_user_error(rc, err, "other.pth does not fit test_vmamba")
     rc, _, err = run(capsys, "erf", "resnet18", "--img-size", "0")
     assert_user_error(rc, err, "--img-size must be positive")
 

@@ -21,12 +21,11 @@ import argparse
 import difflib
 import json
 import logging
-import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = ["main", "UserError", "build_parser"]
 
@@ -92,7 +91,7 @@ def _check_img_size(name: str, size: int) -> None:
         raise UserError(f"{name} only accepts {cfg.input_size[-1]}x{cfg.input_size[-1]} inputs, got --img-size {size}")
     min_size = cfg.min_input_size[-1] if cfg is not None and cfg.min_input_size else 32
     if size < min_size:
-        raise UserError(f"{name} needs inputs of at least {min_size}x{min_size} (it downsamples 32x), got {size}")
+        raise UserError(f"{name} needs inputs of at least {min_size}x{min_size}, got --img-size {size}")
 
 
 def _open_image(path: str):
@@ -113,7 +112,10 @@ def _device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda requested but no CUDA GPU is available")
     return dev
@@ -126,7 +128,13 @@ def _load_classifier(name: str, weights: Optional[str], random_init: bool, pretr
     if weights:
         if not Path(weights).is_file():
             raise UserError(f"weights file {weights} does not exist")
-        return hub.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(weights).resolve()))), weights
+        try:
+            model = hub.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(weights).resolve())))
+        except RuntimeError as e:  # load_state_dict: missing/unexpected keys or shape mismatches
+            if isinstance(e, hub.WeightsError):
+                raise
+            raise UserError(f"{weights} does not fit {name}: {str(e).splitlines()[0]}") from None
+        return model, weights
     if random_init or not pretrained_default:
         import timm
 

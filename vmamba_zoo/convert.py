@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
-import torch
-
 __all__ = ["family_filter_fn", "convert_checkpoint"]
 
 
