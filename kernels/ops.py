@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .tiling import num_chunks
 
-__all__ = ["selective_scan_triton"]
+__all__ = ["selective_scan_triton", "selective_scan_routes_triton"]
 
 def _empty(like: Tensor) -> Tensor:
     return like.new_empty(0)
@@ -30,20 +30,25 @@ def _fwd_op(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], initial_state: Optional[Tensor],
     delta_softplus: bool, reverse: bool, return_states: bool, out_dtype: torch.dtype, deterministic: bool,
+    route_index: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     from .triton_scan import scan_fwd
 
     return scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse,
-                    return_states, out_dtype)
+                    return_states, out_dtype, route_index)
 
 
 @_fwd_op.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, return_states, out_dtype,
-      deterministic):
-    batch, dim, length = u.shape
+      deterministic, route_index=None):
+    batch, dim, length = delta.shape
+    if route_index is not None:
+        length = route_index.shape[1]
     n_state = A.shape[1]
     chunks = num_chunks(dim, dim // B.shape[1], length, n_state)
     states = u.new_empty((batch, dim, chunks, n_state), dtype=torch.float32)
+    if route_index is not None:
+        return u.new_empty(u.shape, dtype=torch.float32), states
     if return_states:
         return u.new_empty((batch, dim, n_state, length), dtype=out_dtype), states
     return u.new_empty((batch, dim, length), dtype=out_dtype), states
@@ -55,22 +60,24 @@ def _bwd_op(
     D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor], initial_state: Optional[Tensor],
     chunk_states: Tensor, dout: Tensor, dlast: Optional[Tensor],
     delta_softplus: bool, reverse: bool, return_states: bool, deterministic: bool,
+    route_index: Optional[Tensor] = None,
 ) -> List[Tensor]:
     from .triton_scan import scan_bwd
 
     grads = scan_bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, dout, dlast,
-                     delta_softplus, reverse, return_states, deterministic)
+                     delta_softplus, reverse, return_states, deterministic, route_index)
     return [g if g is not None else _empty(u) for g in grads]
 
 
 @_bwd_op.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, dout, dlast, delta_softplus, reverse,
-      return_states, deterministic):
+      return_states, deterministic, route_index=None):
     f32 = dict(dtype=torch.float32)
-    batch, dim, _ = u.shape
+    batch, dim, _ = delta.shape
     return [
-        torch.empty_like(u, memory_format=torch.contiguous_format),
-        u.new_empty(u.shape, dtype=delta.dtype),
+        u.new_empty(u.shape, **f32) if route_index is not None else torch.empty_like(
+            u, memory_format=torch.contiguous_format),
+        u.new_empty(delta.shape, dtype=delta.dtype),
         A.new_empty(A.shape, **f32),
         B.new_empty(B.shape, **f32),
         C.new_empty(C.shape, **f32),
@@ -83,20 +90,20 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, dout, dl
 
 def _setup_context(ctx, inputs, output):
     (u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, return_states, out_dtype,
-     deterministic) = inputs
-    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, output[1])
+     deterministic, route_index) = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, output[1], route_index)
     ctx.flags = (delta_softplus, reverse, return_states, deterministic)
 
 
 def _backward(ctx, dout, dstates):
-    u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states = ctx.saved_tensors
+    u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, route_index = ctx.saved_tensors
     delta_softplus, reverse, return_states, deterministic = ctx.flags
     dlast = dstates[:, :, -1] if dstates is not None else None
     if dout is None:  # only the final state was used
         shape = (u.shape[0], u.shape[1], A.shape[1], u.shape[2]) if return_states else u.shape
         dout = u.new_zeros(shape, dtype=torch.float32)
     grads = _bwd_op(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, dout, dlast,
-                    delta_softplus, reverse, return_states, deterministic)
+                    delta_softplus, reverse, return_states, deterministic, route_index)
     du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = grads
     return (
         du.to(u.dtype), ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
@@ -104,7 +111,7 @@ def _backward(ctx, dout, dstates):
         dz if z is not None else None,
         dbias.to(delta_bias.dtype) if delta_bias is not None else None,
         dh0.to(initial_state.dtype) if initial_state is not None else None,
-        None, None, None, None, None,
+        None, None, None, None, None, None,
     )
 
 
@@ -122,3 +129,13 @@ def selective_scan_triton(
     out, chunk_states = _fwd_op(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse,
                                 return_states, out_dtype, deterministic)
     return out, chunk_states[:, :, -1]
+
+
+def selective_scan_routes_triton(
+    x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], delta_bias: Optional[Tensor],
+    route_index: Tensor, delta_softplus: bool, deterministic: bool,
+) -> Tensor:
+    """Fused gather + scan + merge (see :func:`vmamba_zoo_kernels.selective_scan_routes`)."""
+    out, _ = _fwd_op(x, delta, A, B, C, D, None, delta_bias, None, delta_softplus, False, False,
+                     torch.float32, deterministic, route_index)
+    return out

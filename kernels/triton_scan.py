@@ -73,13 +73,13 @@ def _softplus(x):
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
-    out_ptr, states_ptr, hs_ptr,
+    out_ptr, states_ptr, hs_ptr, idx_ptr,
     dim, L, N, per_group, n_chunks,
     s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_ob, s_od,
     s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-    SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
+    SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr, GATHER: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -91,6 +91,10 @@ def _scan_fwd_kernel(
     mask_n = offs_n < N
     cols = tl.arange(0, BLOCK_L)
     offs_d64 = offs_d.to(tl.int64)
+    if GATHER:
+        u_rows = offs_d64 % per_group  # route g's channel c reads channel c of the shared map
+    else:
+        u_rows = offs_d64
 
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
@@ -105,18 +109,27 @@ def _scan_fwd_kernel(
     for c in range(n_chunks):
         s = c * BLOCK_L + cols
         mask_l = s < L
-        if REVERSE:
-            pos = L - 1 - s
+        if GATHER:
+            # route g's step s reads pixel idx[g, s] of the pixel-ordered maps; -1 is a padding pixel:
+            # it reads zeros but remains a step (it decays the state by exp(softplus(delta_bias) A))
+            pos = tl.load(idx_ptr + g * L + s, mask=mask_l, other=-1)
+            mask_p = pos >= 0
+            pos = tl.where(mask_p, pos, 0)
         else:
-            pos = s
-        m2 = mask_d[:, None] & mask_l[None, :]
-        u = tl.load(u_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+            mask_p = mask_l
+            if REVERSE:
+                pos = L - 1 - s
+            else:
+                pos = s
+        mstep = mask_d[:, None] & mask_l[None, :]  # steps of the sequence (not the tail of the last chunk)
+        m2 = mask_d[:, None] & mask_p[None, :]  # elements that exist in memory
+        u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :], mask=m2, other=0.0).to(tl.float32)
         dt = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
         if HAS_BIAS:
             dt = dt + bias[:, None]
         if SOFTPLUS:
             dt = _softplus(dt)
-        dt = tl.where(m2, dt, 0.0)  # padded steps: a = 1, b = 0
+        dt = tl.where(mstep, dt, 0.0)  # tail steps: a = 1, b = 0
         dtu = dt * u
         if HAS_D:
             y = u * Dv[:, None]
@@ -124,7 +137,7 @@ def _scan_fwd_kernel(
             y = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         for n in range(N):
             A_n = tl.load(A_ptr + offs_d64 * N + n, mask=mask_d, other=0.0).to(tl.float32) * 1.4426950408889634
-            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos, mask=mask_l, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos, mask=mask_p, other=0.0).to(tl.float32)
             a = tl.exp2(dt * A_n[:, None])
             bx = dtu * B_n[None, :]
             pa, h = tl.associative_scan((a, bx), 1, _combine)
@@ -137,7 +150,7 @@ def _scan_fwd_kernel(
                 tl.store(hs_ptr + ((b * dim + offs_d64[:, None]) * N + n) * L + pos[None, :],
                          h.to(hs_ptr.dtype.element_ty), mask=m2)
             else:
-                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos, mask=mask_l, other=0.0).to(tl.float32)
+                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos, mask=mask_p, other=0.0).to(tl.float32)
                 y += h * C_n[None, :]
         tl.store(states_ptr + ((b * dim + offs_d64[:, None]) * n_chunks + c) * N + offs_n[None, :], carry,
                  mask=st_mask)
@@ -145,21 +158,25 @@ def _scan_fwd_kernel(
             if HAS_Z:
                 zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
                 y = y * zz / (1.0 + tl.exp(-zz))
-            tl.store(out_ptr + b * s_ob + offs_d64[:, None] * s_od + pos[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
+            if GATHER:  # merge: the routes' outputs are summed onto their pixels
+                tl.atomic_add(out_ptr + b * s_ob + u_rows[:, None] * s_od + pos[None, :], y, mask=m2)
+            else:
+                tl.store(out_ptr + b * s_ob + offs_d64[:, None] * s_od + pos[None, :], y.to(out_ptr.dtype.element_ty),
+                         mask=m2)
 
 
 @triton.jit
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, states_ptr,
-    dout_ptr, dlast_ptr,
+    dout_ptr, dlast_ptr, idx_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr,
-    dim, L, N, per_group, n_chunks, n_dtiles,
+    dim, L, P, N, per_group, n_chunks, n_dtiles,
     s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_gb, s_gd,
     s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
-    DETERMINISTIC: tl.constexpr,
+    DETERMINISTIC: tl.constexpr, GATHER: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -171,6 +188,10 @@ def _scan_bwd_kernel(
     mask_n = offs_n < N
     cols = tl.arange(0, BLOCK_L)
     offs_d64 = offs_d.to(tl.int64)
+    if GATHER:
+        u_rows = offs_d64 % per_group  # route g's channel c reads channel c of the shared map
+    else:
+        u_rows = offs_d64
     st_mask = mask_d[:, None] & mask_n[None, :]
 
     if HAS_BIAS:
@@ -189,24 +210,33 @@ def _scan_bwd_kernel(
     dbias_acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
     if DETERMINISTIC:
         # partial rows (batch, n_dtiles, N, L), one per channel tile
-        dB_base = dB_ptr + (b * n_dtiles + pid_d) * N * L
-        dC_base = dC_ptr + (b * n_dtiles + pid_d) * N * L
+        dB_base = dB_ptr + (b * n_dtiles + pid_d) * N * P
+        dC_base = dC_ptr + (b * n_dtiles + pid_d) * N * P
     else:
         # fp32 accumulators shaped like B / C: (batch, G, N, L), contiguous
         n_groups = dim // per_group
-        dB_base = dB_ptr + (b * n_groups + g) * N * L
-        dC_base = dC_ptr + (b * n_groups + g) * N * L
+        dB_base = dB_ptr + (b * n_groups + g) * N * P
+        dC_base = dC_ptr + (b * n_groups + g) * N * P
 
     for ci in range(n_chunks):
         c = n_chunks - 1 - ci
         s = c * BLOCK_L + cols
         mask_l = s < L
-        if REVERSE:
-            pos = L - 1 - s
+        if GATHER:
+            # route g's step s reads pixel idx[g, s] of the pixel-ordered maps; -1 is a padding pixel:
+            # it reads zeros but remains a step (it decays the state by exp(softplus(delta_bias) A))
+            pos = tl.load(idx_ptr + g * L + s, mask=mask_l, other=-1)
+            mask_p = pos >= 0
+            pos = tl.where(mask_p, pos, 0)
         else:
-            pos = s
-        m2 = mask_d[:, None] & mask_l[None, :]
-        u = tl.load(u_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+            mask_p = mask_l
+            if REVERSE:
+                pos = L - 1 - s
+            else:
+                pos = s
+        mstep = mask_d[:, None] & mask_l[None, :]  # steps of the sequence (not the tail of the last chunk)
+        m2 = mask_d[:, None] & mask_p[None, :]  # elements that exist in memory
+        u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :], mask=m2, other=0.0).to(tl.float32)
         raw = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
         if HAS_BIAS:
             raw = raw + bias[:, None]
@@ -214,12 +244,12 @@ def _scan_bwd_kernel(
             dt = _softplus(raw)
         else:
             dt = raw
-        dt = tl.where(m2, dt, 0.0)
+        dt = tl.where(mstep, dt, 0.0)
         dtu = dt * u
         if RETURN_STATES:
             dy = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         else:
-            dout = tl.load(dout_ptr + b * s_gb + offs_d64[:, None] * s_gd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+            dout = tl.load(dout_ptr + b * s_gb + u_rows[:, None] * s_gd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
             if HAS_Z:
                 zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
                 sig_z = 1.0 / (1.0 + tl.exp(-zz))
@@ -236,7 +266,7 @@ def _scan_bwd_kernel(
         ddt = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         for n in range(N):
             A_nat = tl.load(A_ptr + offs_d64 * N + n, mask=mask_d, other=0.0).to(tl.float32)
-            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos, mask=mask_l, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos, mask=mask_p, other=0.0).to(tl.float32)
             a = tl.exp2(dt * (A_nat * 1.4426950408889634)[:, None])
             bx = dtu * B_n[None, :]
             pa, h = tl.associative_scan((a, bx), 1, _combine)
@@ -252,14 +282,14 @@ def _scan_bwd_kernel(
                 e = tl.load(dout_ptr + ((b * dim + offs_d64[:, None]) * N + n) * L + pos[None, :], mask=m2,
                             other=0.0).to(tl.float32)
             else:
-                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos, mask=mask_l, other=0.0).to(tl.float32)
+                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos, mask=mask_p, other=0.0).to(tl.float32)
                 e = dy * C_n[None, :]
                 y_pre += h * C_n[None, :]
                 dC_row = tl.sum(dy * h, axis=0)
                 if DETERMINISTIC:
-                    tl.store(dC_base + n * L + pos, dC_row, mask=mask_l)
+                    tl.store(dC_base + n * P + pos, dC_row, mask=mask_p)
                 else:
-                    tl.atomic_add(dC_base + n * L + pos, dC_row, mask=mask_l)
+                    tl.atomic_add(dC_base + n * P + pos, dC_row, mask=mask_p)
             sel = offs_n[None, :] == n
             g_in = tl.sum(tl.where(sel, gcarry, 0.0), axis=1)
             e = tl.where(cols[None, :] == BLOCK_L - 1, e + g_in[:, None], e)
@@ -277,20 +307,26 @@ def _scan_bwd_kernel(
                 dA_acc += tl.where(sel, tl.sum(G * dt * ah_prev, axis=1)[:, None], 0.0)
             dB_row = tl.sum(G * dtu, axis=0)
             if DETERMINISTIC:
-                tl.store(dB_base + n * L + pos, dB_row, mask=mask_l)
+                tl.store(dB_base + n * P + pos, dB_row, mask=mask_p)
             else:
-                tl.atomic_add(dB_base + n * L + pos, dB_row, mask=mask_l)
+                tl.atomic_add(dB_base + n * P + pos, dB_row, mask=mask_p)
         if (not RETURN_STATES) and HAS_Z:
             # d/dz [y_pre * z * sigmoid(z)] = y_pre * sig * (1 + z (1 - sig))
             dz = dout * y_pre * sig_z * (1.0 + zz * (1.0 - sig_z))
             tl.store(dz_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m2)
         if SOFTPLUS:
             ddt = tl.where(raw > 20.0, ddt, ddt / (1.0 + tl.exp(-raw)))
-        ddt = tl.where(m2, ddt, 0.0)
+        ddt = tl.where(mstep, ddt, 0.0)
         dbias_acc += ddt
-        tl.store(du_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
-        tl.store(ddelta_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], ddt.to(ddelta_ptr.dtype.element_ty),
-                 mask=m2)
+        if GATHER:  # every route adds its du onto the shared map's pixel
+            tl.atomic_add(du_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :], du, mask=m2)
+            tl.store(ddelta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :],
+                     ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
+        else:
+            tl.store(du_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], du.to(du_ptr.dtype.element_ty),
+                     mask=m2)
+            tl.store(ddelta_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :],
+                     ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
     pd = (b * dim + offs_d64)
     if NP == 1:
         dA_acc = tl.sum(dA1_acc, axis=1)[:, None]
@@ -320,9 +356,15 @@ def scan_fwd(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
     initial_state: Optional[torch.Tensor], delta_softplus: bool, reverse: bool, return_states: bool,
-    out_dtype: torch.dtype,
+    out_dtype: torch.dtype, route_index: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Run the forward kernel.  B, C must be (batch, G, N, L).
+
+    With ``route_index`` (G, L) int32 the scan is fused with a gather and a
+    merge: u is a shared map (batch, dim // G, P), delta (batch, dim, P) and
+    B, C (batch, G, N, P) are in pixel order, route g's step s reads pixel
+    ``route_index[g, s]`` (-1: padding, skipped), and ``out`` is the merged
+    (batch, dim // G, P) fp32 sum of all routes' outputs.
 
     Returns (out, chunk_states): out is y (batch, dim, L) in ``out_dtype`` or,
     with ``return_states``, h (batch, dim, N, L); chunk_states (batch, dim,
@@ -331,7 +373,10 @@ def scan_fwd(
     """
     u, delta, z = _unit_last(u), _unit_last(delta), _unit_last(z)
     B, C = _unit_last(B), _unit_last(C)
-    batch, dim, length = u.shape
+    gather = route_index is not None
+    batch, dim, length = delta.shape
+    if gather:
+        length = route_index.shape[1]
     n_state = A.shape[1]
     per_group = dim // B.shape[1]
     tiles = pick_tiles(dim, per_group, length, n_state)
@@ -339,7 +384,10 @@ def scan_fwd(
     n_chunks = triton.cdiv(length, block_l)
     A = A.contiguous()
     states = torch.empty(batch, dim, n_chunks, n_state, device=u.device, dtype=torch.float32)
-    if return_states:
+    if gather:
+        out = torch.zeros(u.shape, device=u.device, dtype=torch.float32)
+        y_arg, hs_arg = out, states
+    elif return_states:
         out = torch.empty(batch, dim, n_state, length, device=u.device, dtype=out_dtype)
         y_arg, hs_arg = states, out
     else:
@@ -353,7 +401,7 @@ def scan_fwd(
         z if z is not None else dummy,
         delta_bias.contiguous() if delta_bias is not None else dummy,
         initial_state.float().contiguous() if initial_state is not None else dummy,
-        y_arg, states, hs_arg,
+        y_arg, states, hs_arg, route_index if gather else states,
         dim, length, n_state, per_group, n_chunks,
         *_lead_strides(u), *_lead_strides(delta),
         *(_lead_strides(z) if z is not None else (0, 0)),
@@ -362,7 +410,7 @@ def scan_fwd(
         BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_H0=initial_state is not None, SOFTPLUS=delta_softplus, REVERSE=reverse,
-        RETURN_STATES=return_states, num_warps=num_warps,
+        RETURN_STATES=return_states, GATHER=gather, num_warps=num_warps,
     )
     return out, states
 
@@ -372,7 +420,7 @@ def scan_bwd(
     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
     initial_state: Optional[torch.Tensor], chunk_states: torch.Tensor, dout: torch.Tensor,
     dlast: Optional[torch.Tensor], delta_softplus: bool, reverse: bool, return_states: bool,
-    deterministic: bool,
+    deterministic: bool, route_index: Optional[torch.Tensor] = None,
 ):
     """Run the backward kernel.  Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state);
     entries for absent inputs are None.  dB, dC come back in fp32 shaped (batch, G, N, L)."""
@@ -380,7 +428,11 @@ def scan_bwd(
     u, delta, dout = u.contiguous(), delta.contiguous(), dout.contiguous()
     z = z.contiguous() if z is not None else None
     B, C = _unit_last(B), _unit_last(C)
-    batch, dim, length = u.shape
+    gather = route_index is not None
+    batch, dim, length = delta.shape
+    pixels = length
+    if gather:
+        length = route_index.shape[1]
     n_state = A.shape[1]
     groups = B.shape[1]
     per_group = dim // groups
@@ -390,19 +442,20 @@ def scan_bwd(
     assert chunk_states.shape[2] == n_chunks, "forward and backward chunking differ"
     n_dtiles = triton.cdiv(dim, block_d)
     f32 = dict(device=u.device, dtype=torch.float32)
-    du = torch.empty_like(u)
-    ddelta = torch.empty(u.shape, device=u.device, dtype=delta.dtype)
+    du = torch.zeros(u.shape, **f32) if gather else torch.empty_like(u)
+    # (a route need not visit every pixel: unvisited pixels get a zero gradient)
+    ddelta = (torch.zeros if gather else torch.empty)(delta.shape, device=u.device, dtype=delta.dtype)
     dz = torch.empty(u.shape, device=u.device, dtype=z.dtype) if z is not None else None
     dA_part = torch.empty(batch, dim, n_state, **f32)
     dh0 = torch.empty(batch, dim, n_state, **f32)
     dD_part = torch.empty(batch, dim, **f32) if D is not None else None
     dbias_part = torch.empty(batch, dim, **f32) if delta_bias is not None else None
     if deterministic:
-        dB_buf = torch.zeros(batch, n_dtiles, n_state, length, **f32)
-        dC_buf = torch.zeros(batch, n_dtiles, n_state, length, **f32)
+        dB_buf = torch.zeros(batch, n_dtiles, n_state, pixels, **f32)
+        dC_buf = torch.zeros(batch, n_dtiles, n_state, pixels, **f32)
     else:
-        dB_buf = torch.zeros(batch, groups, n_state, length, **f32)
-        dC_buf = torch.zeros(batch, groups, n_state, length, **f32)
+        dB_buf = torch.zeros(batch, groups, n_state, pixels, **f32)
+        dC_buf = torch.zeros(batch, groups, n_state, pixels, **f32)
     dummy = dA_part
     grid = (n_dtiles, batch)
     _scan_bwd_kernel[grid](
@@ -413,12 +466,13 @@ def scan_bwd(
         initial_state.float().contiguous() if initial_state is not None else dummy,
         chunk_states, dout,
         dlast.float().contiguous() if dlast is not None else dummy,
+        route_index if gather else dummy,
         du, ddelta, dA_part, dB_buf, dC_buf,
         dD_part if dD_part is not None else dummy,
         dz if dz is not None else du,
         dbias_part if dbias_part is not None else dummy,
         dh0,
-        dim, length, n_state, per_group, n_chunks, n_dtiles,
+        dim, length, pixels, n_state, per_group, n_chunks, n_dtiles,
         *_lead_strides(u), *_lead_strides(delta),
         *(_lead_strides(z) if z is not None else (0, 0)),
         *(_lead_strides(dout) if not return_states else (0, 0)),
@@ -427,12 +481,12 @@ def scan_bwd(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_H0=initial_state is not None, HAS_DLAST=dlast is not None,
         SOFTPLUS=delta_softplus, REVERSE=reverse, RETURN_STATES=return_states,
-        DETERMINISTIC=deterministic, num_warps=num_warps,
+        DETERMINISTIC=deterministic, GATHER=gather, num_warps=num_warps,
     )
     if deterministic:
         tiles_per_group = n_dtiles // groups
-        dB_buf = dB_buf.view(batch, groups, tiles_per_group, n_state, length).sum(2)
-        dC_buf = dC_buf.view(batch, groups, tiles_per_group, n_state, length).sum(2)
+        dB_buf = dB_buf.view(batch, groups, tiles_per_group, n_state, pixels).sum(2)
+        dC_buf = dC_buf.view(batch, groups, tiles_per_group, n_state, pixels).sum(2)
     dA = dA_part.sum(0)
     dD = dD_part.sum(0) if dD_part is not None else None
     dbias = dbias_part.sum(0) if dbias_part is not None else None

@@ -1,0 +1,75 @@
+"""The fused gather-scan-merge path equals the unfused (materialising) path, in output and gradients.
+
+Runs the Triton kernel through Triton's interpreter on CPU (natively on CUDA).
+"""
+import pytest
+import torch
+
+from vmamba_zoo.layers import SS2D
+from vmamba_zoo.layers.fused_core import ss2d_core_fused
+from vmamba_zoo.scan import get_scan_pattern_cls, list_scan_patterns
+from vmamba_zoo_kernels import selective_scan_routes
+from vmamba_zoo_kernels.dispatch import triton_available
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+
+GATHER_PATTERNS = [name for name in list_scan_patterns()
+                   if get_scan_pattern_cls(name).is_gather and not get_scan_pattern_cls(name).fuses_states]
+
+
+def test_cross_uni_bi_are_fusable():
+    assert {"cross", "uni", "bi"} <= set(GATHER_PATTERNS)
+
+
+@pytest.mark.parametrize("scan", GATHER_PATTERNS)
+@pytest.mark.parametrize("height,width,d_state", [(7, 7, 1), (5, 3, 4)])
+def test_fused_core_matches_unfused(scan, height, width, d_state):
+    torch.manual_seed(0)
+    mixer = SS2D(d_model=4, d_state=d_state, ssm_ratio=2.0, scan=scan, channel_first=True).to(DEVICE)
+    with torch.no_grad():  # non-trivial parameters
+        for p in (mixer.Ds, mixer.dt_projs_bias):
+            p.add_(torch.randn_like(p) * 0.2)
+    x = torch.randn(2, mixer.d_inner, height, width, device=DEVICE, requires_grad=True)
+    expected = mixer.forward_core(x).float()
+    got = ss2d_core_fused(mixer, x, backend="triton")
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    grad = torch.randn_like(expected)
+    params = [x, mixer.x_proj_weight, mixer.dt_projs_weight, mixer.dt_projs_bias, mixer.A_logs, mixer.Ds]
+    g_ref = torch.autograd.grad((expected * grad).sum(), params)
+    g_fused = torch.autograd.grad((got * grad).sum(), params)
+    for name, a, b in zip(["x", "x_proj", "dt_projs", "dt_bias", "A_logs", "Ds"], g_fused, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_padding_steps_decay_but_read_nothing():
+    """Index -1 (padding) reads zeros yet remains a step: fused and unfused agree on the padded routes."""
+    torch.manual_seed(1)
+    pixels, dim, routes, n = 6, 2, 2, 1
+    route_index = torch.tensor([[0, -1, 1, 2, -1, 3], [5, 4, -1, -1, -1, -1]])
+    x = torch.randn(1, dim, pixels, device=DEVICE)
+    delta = torch.randn(1, routes * dim, pixels, device=DEVICE)
+    A = -torch.rand(routes * dim, n, device=DEVICE) - 0.5
+    B = torch.randn(1, routes, n, pixels, device=DEVICE)
+    C = torch.randn(1, routes, n, pixels, device=DEVICE)
+    bias = torch.randn(routes * dim, device=DEVICE)
+    fused = selective_scan_routes(x, delta, A, B, C, None, bias, True, route_index=route_index, backend="triton",
+                                  fused=True)
+    unfused = selective_scan_routes(x, delta, A, B, C, None, bias, True, route_index=route_index, backend="cpu",
+                                    fused=False)
+    torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-6)
+    # a decaying padding step changes the result relative to skipping it
+    compact = torch.tensor([[0, 1, 2, 3], [5, 4, -1, -1]])
+    skipped = selective_scan_routes(x, delta, A, B, C, None, bias, True, route_index=compact, backend="cpu",
+                                    fused=False)
+    assert not torch.allclose(skipped[..., 1:4], unfused[..., 1:4])
+
+
+def test_route_index_errors():
+    x = torch.zeros(1, 2, 4)
+    with pytest.raises(ValueError, match="route_index points past"):
+        selective_scan_routes(x, torch.zeros(1, 2, 4), torch.zeros(2, 1), torch.zeros(1, 1, 1, 4),
+                              torch.zeros(1, 1, 1, 4), route_index=torch.tensor([[0, 1, 2, 4]]))
+    with pytest.raises(ValueError, match=r"delta must be \(batch, K\*D, P\)"):
+        selective_scan_routes(x, torch.zeros(1, 3, 4), torch.zeros(2, 1), torch.zeros(1, 1, 1, 4),
+                              torch.zeros(1, 1, 1, 4), route_index=torch.tensor([[0, 1, 2, 3]]))
