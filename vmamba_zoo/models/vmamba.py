@@ -24,11 +24,7 @@ the next stage so that each stage's output is its (pre-downsample) feature map.
 """
 from __future__ import annotations
 
-import dataclasses
-import logging
-import pickle
 import re
-from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Type, Union
 
 import torch
@@ -37,16 +33,14 @@ from torch import nn
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model, resolve_pretrained_cfg
-from timm.models._hub import download_cached_file
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+from ..hub import prepare_pretrained_cfg, release_pretrained_state_dict
 from ..layers import SS2D, ChannelLinear, LayerNorm2d
 from ._zoo import ModelFamily, register_family
 
-__all__ = ["VSSM", "VSSBlock", "VSSStage", "checkpoint_filter_fn", "load_official_checkpoint"]
-
-_logger = logging.getLogger(__name__)
+__all__ = ["VSSM", "VSSBlock", "VSSStage", "checkpoint_filter_fn"]
 
 FAMILY = register_family(ModelFamily(
     name="vmamba",
@@ -507,81 +501,23 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: VSSM) -> Dict[str, t
     return out
 
 
-class _Placeholder:
-    """Inert stand-in for non-tensor objects pickled in training checkpoints (e.g. yacs configs).
-
-    Only used through torch's ``weights_only`` unpickler: "constructing" it returns an
-    empty ``OrderedDict`` that absorbs the object's items and ``__dict__`` state, and
-    no code from the checkpoint runs.
-    """
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> "OrderedDict[str, Any]":
-        return OrderedDict()
-
-
-class _SharedStateDict(dict):
-    """A state dict that is not deep-copied along with timm's pretrained cfg."""
-
-    def __deepcopy__(self, memo: Dict[int, Any]) -> "_SharedStateDict":
-        return self
-
-
-def load_official_checkpoint(path: str) -> Dict[str, torch.Tensor]:
-    """Load the weights of an official VMamba training checkpoint safely.
-
-    Official files hold ``{'model', 'model_ema', 'optimizer', 'config' (a yacs
-    CfgNode), ...}``.  They are read with ``torch.load(weights_only=True)``;
-    objects of classes that the weights-only unpickler refuses (the yacs
-    config) are replaced by inert placeholders instead of being imported, so
-    no code from the file runs.  Returns ``checkpoint['model']``
-    (the weights behind the published accuracies) or the plain state dict.
-    """
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
-            raise RuntimeError(
-                f"{path} pickles non-tensor objects (e.g. a yacs config); reading it safely needs torch>=2.5. "
-                "Extract checkpoint['model'] with a trusted torch.load and save that state dict instead.") from None
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        _logger.info("replacing non-tensor objects %s in %s by placeholders", names, path)
-        with torch.serialization.safe_globals([(_Placeholder, name) for name in names]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")
-    for key in ("model", "state_dict"):
-        if isinstance(checkpoint.get(key), dict):
-            return checkpoint[key]
-    return checkpoint
-
-
 def _create_vssm(variant: str, pretrained: bool = False, **kwargs) -> VSSM:
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     if pretrained:
-        # Official checkpoints pickle a yacs config, which timm's weights-only file/URL
-        # loaders refuse, and carry 'model_ema' next to 'model' (timm would pick the EMA).
-        # Read them here and hand timm the state dict, so that its usual adaptation
-        # (checkpoint_filter_fn, in_chans, num_classes, strict load) still applies.
-        cfg = resolve_pretrained_cfg(
-            variant, pretrained_cfg=kwargs.pop("pretrained_cfg", None),
-            pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
-        )
-        source = cfg.file or (cfg.url if not (cfg.state_dict or cfg.hf_hub_id) else None)
-        if source and not cfg.custom_load:
-            path = cfg.file or download_cached_file(cfg.url)
-            state_dict = _SharedStateDict(load_official_checkpoint(path))
-            cfg = dataclasses.replace(cfg, state_dict=state_dict)
-        kwargs["pretrained_cfg"] = cfg
+        # Official checkpoints pickle a yacs config (refused by timm's weights-only file/URL
+        # loaders) and carry 'model_ema' next to 'model' (timm would pick the EMA).  The hub
+        # module fetches, verifies and safely reads the file and hands timm the 'model'
+        # state dict, so that checkpoint_filter_fn, in_chans/num_classes adaptation and the
+        # strict load still apply.
+        kwargs["pretrained_cfg"] = prepare_pretrained_cfg(
+            variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
     model = build_model_with_cfg(
         VSSM, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
         **kwargs,
     )
-    for owner in (model, getattr(model, "model", None)):
-        cfg_dict = getattr(owner, "pretrained_cfg", None)
-        if isinstance(cfg_dict, dict) and isinstance(cfg_dict.get("state_dict"), _SharedStateDict):
-            cfg_dict["state_dict"] = None  # don't keep the loaded weights alive through the cfg
+    release_pretrained_state_dict(model)
     return model
 
 
