@@ -37,6 +37,8 @@ from torch import nn
 
 from vmamba_zoo_kernels import selective_scan
 
+from .fused_core import can_fuse, ss2d_core_fused
+
 from ..scan import ScanPattern, create_scan_pattern
 from .linear import ChannelLinear
 from .norm import LayerNorm2d
@@ -77,7 +79,14 @@ class SS2D(nn.Module):
             Both layouts use identical parameters and give the same result.
         dt_min, dt_max, dt_init, dt_scale, dt_init_floor: Mamba's dt initialisation.
         norm_eps: epsilon of ``out_norm``.
+
+    On CUDA, gather patterns (cross, uni, bi, atrous) run the fused core
+    (:mod:`vmamba_zoo.layers.fused_core`): the kernel reads the routes straight
+    from the map and merges in place.  Set ``use_fused_kernel = False`` on an
+    instance to run the materialising :meth:`forward_core` instead.
     """
+
+    use_fused_kernel: bool = True
 
     def __init__(
         self,
@@ -190,7 +199,10 @@ class SS2D(nn.Module):
         if self.conv2d is not None:
             x = self.conv2d(x.contiguous())
         x = self.act(x)
-        y = self.forward_core(x)  # (B, Di, H, W), float32 for 16-bit inputs
+        if self.use_fused_kernel and can_fuse(self, x):
+            y = ss2d_core_fused(self, x)  # the same result without materialising the routes
+        else:
+            y = self.forward_core(x)  # (B, Di, H, W), float32 for 16-bit inputs
         if not self.channel_first:
             y = y.permute(0, 2, 3, 1)
         norm_weight = self.out_norm.weight
