@@ -40,6 +40,20 @@ def test_export_cli_matches_pytorch(capsys, tmp_path):
     assert rc == 2 and "--onnx" in err and "Traceback" not in err
 
 
+def test_export_chunked_cpu_scan(tmp_path):
+    """The chunked scan exports too (cumprod written as Exp(CumSum(Log)))."""
+    from vmamba_zoo.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = timm.create_model(TINY).eval()
+    report = export_onnx(model, tmp_path / "cpu.onnx", img_size=32, backend="cpu")
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "cpu.onnx")).graph.node}
+    assert "CumSum" in ops
+    with pytest.raises(ValueError, match="cannot be traced"):
+        export_onnx(model, tmp_path / "x.onnx", img_size=32, backend="triton")
+
+
 def test_scan_backend_is_forced_and_restored():
     from vmamba_zoo.layers import ss2d
 

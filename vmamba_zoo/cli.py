@@ -604,7 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--onnx", metavar="OUT", help="output .onnx file")
     s.add_argument("--img-size", type=int, default=224)
     s.add_argument("--opset", type=int, default=17)
-    s.add_argument("--scan-backend", default="ref", help="traceable selective-scan backend (default: ref)")
+    s.add_argument("--scan-backend", default="ref", choices=("ref", "cpu"),
+                   help="pure-PyTorch scan used while tracing: ref (default; graph grows with H*W) or cpu "
+                        "(chunked, ~2*sqrt(H*W) steps; use it for full-size inputs)")
     s.add_argument("--pretrained", action="store_true")
     s.add_argument("--weights")
     s.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")

@@ -1,9 +1,13 @@
 """ONNX export of zoo models through a traceable (pure-PyTorch) selective-scan path.
 
 The Triton kernel cannot be traced, so the export runs every
-:func:`vmamba_zoo_kernels.selective_scan` call with ``backend="ref"`` (the pure-PyTorch
-reference; the tracer unrolls its time loop, so the graph grows with H·W) or another
-traceable backend.  The exported file is checked with ``onnx.checker`` and its
+:func:`vmamba_zoo_kernels.selective_scan` call with a pure-PyTorch backend:
+
+* ``"ref"`` (default): the reference scan.  The tracer unrolls its time loop, so the
+  graph grows with H·W -- fine for small inputs, large at 224².
+* ``"cpu"``: the chunked scan (about 2·sqrt(L) unrolled steps).  It uses
+  ``torch.cumprod`` of the decays exp(Δ·A) > 0, which ONNX lacks; during the export it
+  is written as ``Exp(CumSum(Log(x)))``, exact for positive inputs.  The exported file is checked with ``onnx.checker`` and its
 onnxruntime output compared with PyTorch's on a fresh random input.
 
 Uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), which
@@ -40,6 +44,24 @@ class ExportReport:
     file_mb: float
     max_abs_diff: Optional[float] = None
     checked_batch: Optional[int] = None
+
+
+@contextlib.contextmanager
+def _cumprod_as_log_cumsum(opset: int) -> Iterator[None]:
+    """Export ``aten::cumprod`` as Exp(CumSum(Log(x))) inside the block (valid for x >= 0 only)."""
+    from torch.onnx import register_custom_op_symbolic, unregister_custom_op_symbolic
+    from torch.onnx.symbolic_helper import parse_args
+
+    @parse_args("v", "i", "none")
+    def cumprod(g, x, dim, dtype):
+        axis = g.op("Constant", value_t=torch.tensor(dim, dtype=torch.int64))
+        return g.op("Exp", g.op("CumSum", g.op("Log", x), axis))
+
+    register_custom_op_symbolic("aten::cumprod", cumprod, opset)
+    try:
+        yield
+    finally:
+        unregister_custom_op_symbolic("aten::cumprod", opset)
 
 
 @contextlib.contextmanager
@@ -87,7 +109,7 @@ def export_onnx(
         path: output ``.onnx`` file.
         img_size: H = W of the traced input.
         opset: ONNX opset.
-        backend: selective-scan backend used while tracing (must be traceable).
+        backend: selective-scan backend used while tracing: ``"ref"`` or ``"cpu"`` (see module docstring).
         dynamic_batch: export the batch dimension as dynamic.
         check: run ``onnx.checker`` and compare onnxruntime with PyTorch.
         rtol, atol: tolerance of that comparison.
@@ -104,7 +126,10 @@ def export_onnx(
     model = model.eval().to("cpu", torch.float32)
     x = torch.randn(1, in_chans, img_size, img_size)
     axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    with scan_backend(backend), torch.no_grad(), warnings.catch_warnings():
+    if backend not in ("ref", "cpu"):
+        raise ValueError(f"backend {backend!r} cannot be traced to ONNX; use 'ref' or 'cpu'")
+    cumprod = _cumprod_as_log_cumsum(opset) if backend == "cpu" else contextlib.nullcontext()
+    with scan_backend(backend), cumprod, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["image"], output_names=["logits"],
