@@ -12,6 +12,8 @@ Crops around the objects are resized to ``size`` x ``size`` and written as
 
 * a COCO instance-segmentation set (``make_coco_dataset``): JPEG images plus
   ``annotations/instances_<split>.json`` with polygon masks;
+* an ImageNet-style classification folder (``make_image_folder_dataset``):
+  random crops of ``chelsea`` (cat), ``coins`` and ``hubble_deep_field``;
 * an ADE20K-format semantic-segmentation set (``make_ade20k_dataset``):
   ``images/<split>/*.jpg`` and ``annotations/<split>/*.png`` where, as in
   ADE20K, 0 is "other" (ignored with ``reduce_zero_label=True``) and class k
@@ -30,10 +32,12 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage import color, data, filters, measure, morphology, segmentation, transform
 
-__all__ = ["CLASSES", "SEG_CLASSES", "photo_samples", "make_coco_dataset", "make_ade20k_dataset"]
+__all__ = ["CLASSES", "SEG_CLASSES", "IMAGE_CLASSES", "photo_samples", "make_coco_dataset", "make_ade20k_dataset",
+           "make_image_folder_dataset"]
 
 CLASSES = ("coin", "galaxy")
 SEG_CLASSES = ("background",) + CLASSES
+IMAGE_CLASSES = ("cat", "coins", "galaxies")
 
 
 def _coin_labels() -> Tuple[np.ndarray, np.ndarray]:
@@ -168,3 +172,28 @@ def make_ade20k_dataset(root: Path, size: int = 128, split: str = "training") ->
         Image.fromarray(seg).save(ann_dir / f"{name}.png")
     return dict(data_root=str(root), img_path=f"images/{split}", seg_map_path=f"annotations/{split}",
                 classes=SEG_CLASSES, num_images=len(samples))
+
+
+def make_image_folder_dataset(root: Path, size: int = 64, per_class: int = 4, split: str = "train",
+                              seed: int = 0) -> Dict[str, object]:
+    """Write ``root/<split>/<class>/<k>.jpg``: ``per_class`` random crops (a third to
+    two thirds of the photo's short side, resized to ``size``) of one photo per class.
+
+    Returns:
+        ``dict(data_root, img_path, classes, num_images)``.
+    """
+    rng = np.random.default_rng(seed)
+    photos = {"cat": data.chelsea(), "coins": np.stack([data.coins()] * 3, axis=-1),
+              "galaxies": data.hubble_deep_field()}
+    for cls in IMAGE_CLASSES:
+        img = photos[cls]
+        folder = Path(root) / split / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        h, w = img.shape[:2]
+        for k in range(per_class):
+            ext = int(rng.integers(min(h, w) // 3, 2 * min(h, w) // 3))
+            top, left = int(rng.integers(0, h - ext + 1)), int(rng.integers(0, w - ext + 1))
+            crop = transform.resize(img[top:top + ext, left:left + ext], (size, size), order=1,
+                                    preserve_range=True, anti_aliasing=True)
+            Image.fromarray(crop.round().astype(np.uint8)).save(folder / f"{k}.jpg", quality=95)
+    return dict(data_root=str(root), img_path=split, classes=IMAGE_CLASSES, num_images=per_class * len(IMAGE_CLASSES))

@@ -6,12 +6,13 @@ Usage::
         [--cfg-options key=value ...]
     torchrun --nproc_per_node 8 tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
-CHECKPOINT may be a checkpoint written by ``tools/train.py`` or an official
-VMamba / Spatial-Mamba / EfficientVMamba Mask R-CNN or UperNet checkpoint: the
-backbone's official keys (``backbone.layers...``, ``backbone.outnorm0...``)
-are converted on load by :class:`vmamba_zoo.mm.VMambaZooBackbone`.  Checkpoint
-loading keeps torch's ``weights_only=True`` with mmengine's objects
-allow-listed (see ``tools/train.py``).
+CHECKPOINT may be a checkpoint written by ``tools/train.py``, an official
+VMamba / Spatial-Mamba / EfficientVMamba Mask R-CNN or UperNet checkpoint (the
+backbone's official keys, ``backbone.layers...``/``backbone.outnorm0...``, are
+converted on load by :class:`vmamba_zoo.mm.VMambaZooBackbone`), or an official
+classification checkpoint for a classification config (converted by
+:class:`vmamba_zoo.mm.ZooClassifier`).  No pickled code is run (see
+``tools/train.py``).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import vmamba_zoo.mm  # noqa: F401  (registers the zoo's components)
-from vmamba_zoo.mm.checkpoint import register_mmengine_safe_globals
+from vmamba_zoo.mm.checkpoint import register_checkpoint_loader, register_mmengine_safe_globals
 from vmamba_zoo.mm.dist import setup_cpu_distributed
 
 
@@ -54,6 +55,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """Parse ``argv``, build the runner and evaluate; returns the metrics dict."""
     args = parse_args(argv)
     register_mmengine_safe_globals()
+    register_checkpoint_loader()
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

@@ -15,8 +15,9 @@ toolboxes' own ``tools/train.py``:
 * mmengine 0.10.7 loads checkpoints with torch's default ``weights_only=True``
   (torch >= 2.6) but pickles ``HistoryBuffer``/numpy objects into them, so
   ``--resume`` and ``load_from`` would fail; the exact globals they need are
-  allow-listed (see :mod:`vmamba_zoo.mm.checkpoint`), nothing is loaded with
-  ``weights_only=False``;
+  allow-listed, and objects of other classes in foreign checkpoints (e.g. the
+  yacs config in official VMamba files) become inert placeholders, so no
+  pickled code runs (see :mod:`vmamba_zoo.mm.checkpoint`);
 * without CUDA, ``--launcher pytorch`` trains with gloo on CPU
   (:mod:`vmamba_zoo.mm.dist`).
 """
@@ -33,7 +34,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import vmamba_zoo.mm  # noqa: F401  (registers the zoo's components)
-from vmamba_zoo.mm.checkpoint import register_mmengine_safe_globals
+from vmamba_zoo.mm.checkpoint import register_checkpoint_loader, register_mmengine_safe_globals
 from vmamba_zoo.mm.dist import setup_cpu_distributed
 
 
@@ -94,6 +95,7 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     """Parse ``argv``, build the runner and train; returns the runner."""
     args = parse_args(argv)
     register_mmengine_safe_globals()
+    register_checkpoint_loader()
     cfg = build_config(args)
     if args.launcher == "pytorch" and not torch.cuda.is_available():
         setup_cpu_distributed(cfg)

@@ -42,6 +42,7 @@ __all__ = [
     "UnpickledObject",
     "mmengine_safe_globals",
     "register_mmengine_safe_globals",
+    "register_checkpoint_loader",
     "load_checkpoint_file",
     "unwrap_state_dict",
 ]
@@ -206,6 +207,30 @@ def load_checkpoint_file(filename: str, map_location: Union[str, torch.device] =
         _LOGGER.info("%s: pickled objects of %s were loaded as inert UnpickledObject placeholders",
                      filename, ", ".join(sorted(foreign)) or "no foreign class")
         return out
+
+
+def register_checkpoint_loader() -> None:
+    """Make mmengine's ``CheckpointLoader`` use :func:`load_checkpoint_file` for
+    local files and ``http(s)://`` URLs.
+
+    After this, ``load_from``, ``--resume`` and ``tools/test.py`` read
+    checkpoints that pickle foreign objects (official classification
+    checkpoints with a yacs config, ...) without running pickled code.
+    mmengine's own local/HTTP loaders differ only in calling ``torch.load``
+    with torch's default ``weights_only``.
+    """
+    from mmengine.runner import CheckpointLoader
+
+    def _local(filename: str, map_location: Any = None) -> Any:
+        if "://" in filename:
+            raise ValueError(f"no checkpoint loader is registered for the scheme of {filename!r}")
+        return load_checkpoint_file(os.path.expanduser(filename), map_location or "cpu")
+
+    def _http(filename: str, map_location: Any = None, model_dir: Any = None, progress: bool = False) -> Any:
+        return load_checkpoint_file(filename, map_location or "cpu")
+
+    CheckpointLoader.register_scheme(prefixes="", loader=_local, force=True)
+    CheckpointLoader.register_scheme(prefixes=("http://", "https://"), loader=_http, force=True)
 
 
 def unwrap_state_dict(checkpoint: Any, key: Union[str, None] = None) -> Dict[str, torch.Tensor]:

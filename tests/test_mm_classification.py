@@ -1,0 +1,116 @@
+"""Classification with mmengine: ZooClassifier / ZooImageFolderDataset / ZooAccuracy through
+tools/train.py and tools/test.py, on crops of real photos (cat / coins / galaxies)."""
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import vmamba_zoo.mm  # noqa: F401
+from vmamba_zoo.mm.classification import ZooAccuracy, ZooClassifier, ZooImageFolderDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+data_utils = _load(Path(__file__).with_name("data_utils.py"), "vmamba_zoo_test_data_utils")
+train_tool = _load(ROOT / "tools" / "train.py", "vmamba_zoo_tools_train")
+test_tool = _load(ROOT / "tools" / "test.py", "vmamba_zoo_tools_test")
+
+CLS_CFG = """
+_base_ = ['{base}']
+data_root = '{data_root}/'
+model = dict(model_name='test_vmamba', num_classes=3, drop_path_rate=0.0)
+_transform_train = dict(input_size=64, is_training=True, auto_augment='rand-m9-mstd0.5-inc1',
+                        interpolation='bicubic', re_prob=0.25, scale=(0.5, 1.0))
+_transform_test = dict(input_size=64, is_training=False, interpolation='bicubic', crop_pct=1.0)
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, pin_memory=False,
+                        dataset=dict(data_root=data_root, data_prefix=dict(img_path='train'),
+                                     transform=_transform_train))
+val_dataloader = dict(batch_size=6, num_workers=0, persistent_workers=False, pin_memory=False,
+                      dataset=dict(data_root=data_root, data_prefix=dict(img_path='val'),
+                                   transform=_transform_test))
+test_dataloader = val_dataloader
+val_evaluator = dict(topk=(1, 2))
+test_evaluator = val_evaluator
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3)]
+train_cfg = dict(by_epoch=True, max_epochs={epochs}, val_interval={epochs})
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, save_best=None))
+custom_hooks = [dict(type='EMAHook', momentum=0.1, priority='ABOVE_NORMAL')]
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+"""
+
+
+@pytest.fixture(scope="module")
+def cls_config(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cls")
+    data_utils.make_image_folder_dataset(tmp / "data", size=64, per_class=8, split="train", seed=0)
+    info = data_utils.make_image_folder_dataset(tmp / "data", size=64, per_class=2, split="val", seed=1)
+    path = tmp / "cls_test_vmamba.py"
+    path.write_text(CLS_CFG.format(base=ROOT / "configs/classification/vmamba-tiny-s1l8_8xb128-300e_in1k.py",
+                                   epochs=3, **info))
+    return path
+
+
+def test_dataset_lists_folders_and_list_files(tmp_path):
+    info = data_utils.make_image_folder_dataset(tmp_path, size=32, per_class=2)
+    ds = ZooImageFolderDataset(data_root=str(tmp_path), data_prefix=dict(img_path="train"),
+                               transform=dict(input_size=32, is_training=False, crop_pct=1.0))
+    assert len(ds) == 6 and ds.metainfo["classes"] == info["classes"]
+    item = ds[5]
+    assert item["inputs"].shape == (3, 32, 32) and item["data_samples"] == 2
+    (tmp_path / "list.txt").write_text("train/coins/0.jpg 1\ntrain/cat/1.jpg 0\n")
+    ds2 = ZooImageFolderDataset(data_root=str(tmp_path), ann_file="list.txt",
+                                transform=dict(input_size=32, is_training=False, crop_pct=1.0))
+    assert [ds2.get_data_info(i)["gt_label"] for i in range(2)] == [1, 0]
+    (tmp_path / "bad.txt").write_text("train/coins/0.jpg one\n")
+    with pytest.raises(ValueError, match="expected '<path> <label>'"):
+        ZooImageFolderDataset(data_root=str(tmp_path), ann_file="bad.txt")
+
+
+def test_accuracy_metric():
+    metric = ZooAccuracy(topk=(1, 2))
+    scores = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
+    metric.process(None, [dict(pred_score=s, gt_label=y) for s, y in zip(scores, [0, 1, 1])])
+    out = metric.compute_metrics(metric.results)
+    assert out["top1"] == pytest.approx(100 / 3) and out["top2"] == pytest.approx(100.0)
+
+
+def test_classifier_loads_official_checkpoint_through_mmengine(tmp_path):
+    """An official-layout ``{'model': ..., 'optimizer': ...}`` file (no ``state_dict``
+    entry) loads into ZooClassifier with mmengine's runner loader (``tools/test.py`` path)."""
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+    test_bb = _load(Path(__file__).with_name("test_mm_backbone.py"), "vmamba_zoo_test_mm_backbone")
+    torch.manual_seed(3)
+    src = timm.create_model("test_vmamba", num_classes=3)
+    official = test_bb._official_vmamba_keys(src.state_dict())
+    clf = ZooClassifier("test_vmamba", num_classes=3, mixup=None)
+    _load_checkpoint_to_model(clf, {"model": official, "optimizer": {}, "epoch": 10}, strict=True)
+    for k, v in src.state_dict().items():
+        assert torch.equal(clf.model.state_dict()[k], v), k
+
+
+def test_classification_trains_resumes_and_evaluates(cls_config, tmp_path):
+    work = tmp_path / "work"
+    runner = train_tool.main([str(cls_config), "--work-dir", str(work)])
+    losses = np.asarray(runner.message_hub.get_scalar("train/loss").data[0])
+    assert len(losses) == 3 * 6 and np.isfinite(losses).all()
+    assert losses[-6:].mean() < losses[:6].mean(), losses.round(3)
+    assert (work / "epoch_3.pth").is_file()
+    runner2 = train_tool.main([str(cls_config), "--work-dir", str(work), "--resume",
+                               "--cfg-options", "train_cfg.max_epochs=4", "train_cfg.val_interval=4"])
+    assert runner2.epoch == 4 and (work / "epoch_4.pth").is_file()
+    metrics = test_tool.main([str(cls_config), str(work / "epoch_4.pth"), "--work-dir", str(tmp_path / "test")])
+    assert set(metrics) == {"accuracy/top1", "accuracy/top2"}
+    assert 0.0 <= metrics["accuracy/top1"] <= 100.0
