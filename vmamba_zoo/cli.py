@@ -414,8 +414,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, source = _load_classifier(name, args.weights, not args.pretrained and not args.weights)
     if source is None:
         _warn(f"exporting {name} with random weights (pass --pretrained or --weights FILE for trained ones)")
-    report = export_onnx(model, args.onnx, img_size=args.img_size, opset=args.opset, backend=args.scan_backend,
-                         check=not args.no_check)
+    try:
+        report = export_onnx(model, args.onnx, img_size=args.img_size, opset=args.opset, backend=args.scan_backend,
+                             check=not args.no_check)
+    except AssertionError as e:  # the onnxruntime check failed: say so in one line, keep the file for inspection
+        _warn(f"error: {args.onnx} was written, but {str(e).splitlines()[0]}")
+        return 1
     check = (f"onnxruntime matches PyTorch (max abs diff {report.max_abs_diff:.2e}, batch {report.checked_batch})"
              if report.max_abs_diff is not None else "not checked")
     _out(f"wrote {report.path} ({report.file_mb:.1f} MB, {report.num_nodes} nodes, opset {report.opset}, "
