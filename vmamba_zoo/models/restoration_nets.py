@@ -252,6 +252,9 @@ RESTORATION_NET_CONFIGS: Dict[str, Dict[str, Any]] = {
     "serpent_unet_tiny": dict(dims=(8, 16), depths=(1, 1), d_state=4, ssm_ratio=1.0, squeeze_factor=4),
     "wavelet_mambair_small": dict(shallow_dim=32, embed_dim=96, depths=(4, 4, 4), levels=1, d_state=16),
     "wavelet_mambair_tiny": dict(shallow_dim=8, embed_dim=16, depths=(1,), levels=1, d_state=4, squeeze_factor=4),
+    # the shipped sigma = 25 colour denoiser (configs/restoration/wavelet_mambair_dn25_skimage.py)
+    "wavelet_mambair_dn25_skimage": dict(in_chans=3, shallow_dim=16, embed_dim=48, depths=(2, 2), levels=2,
+                                         d_state=8, ssm_ratio=1.0, squeeze_factor=8),
 }
 
 
@@ -277,3 +280,16 @@ def wavelet_mambair_small(**kwargs: Any) -> WaveletMambaIR:
 def wavelet_mambair_tiny(**kwargs: Any) -> WaveletMambaIR:
     """A tiny wavelet MambaIR for tests."""
     return WaveletMambaIR(**dict(RESTORATION_NET_CONFIGS["wavelet_mambair_tiny"], **kwargs))
+
+
+@register_restoration_model
+def wavelet_mambair_dn25_skimage(pretrained: bool = False, **kwargs: Any) -> WaveletMambaIR:
+    """The shipped sigma = 25 colour denoiser (0.18M parameters); ``pretrained=True`` loads the
+    weights shipped in the package (model card ``model_cards/wavelet_mambair_dn25_skimage.md``)."""
+    if pretrained:
+        if kwargs:
+            raise ValueError(f"pretrained=True uses the shipped architecture; drop {sorted(kwargs)}")
+        from ..restoration.pretrained import load_shipped_model
+
+        return load_shipped_model("wavelet_mambair_dn25_skimage").train()
+    return WaveletMambaIR(**dict(RESTORATION_NET_CONFIGS["wavelet_mambair_dn25_skimage"], **kwargs))

@@ -9,6 +9,7 @@ from .data import PairedDegradationDataset
 from .degradations import add_gaussian_noise, apply_degradations, bicubic_downsample, jpeg_compress, parse_degradations
 from .losses import CharbonnierLoss, L1Loss
 from .metrics import calculate_psnr, calculate_ssim, tensor_to_image, to_y_channel
+from .pretrained import load_shipped_denoiser, load_shipped_model, restore_image
 from .registry import create_restoration_model, list_restoration_models, load_restoration_checkpoint
 from .sample_images import list_sample_images, load_image
 from .tiling import tiled_forward
@@ -32,4 +33,7 @@ __all__ = [
     "list_sample_images",
     "load_image",
     "tiled_forward",
+    "load_shipped_denoiser",
+    "load_shipped_model",
+    "restore_image",
 ]

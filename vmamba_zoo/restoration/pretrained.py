@@ -53,7 +53,8 @@ def _arch_classes() -> Dict[str, type]:
 def shipped_weights_path(name: str = DEFAULT_DENOISER) -> str:
     """Path of the ``.safetensors`` file of a shipped model."""
     if name not in SHIPPED_MODELS:
-        raise ValueError(f"unknown shipped restoration model {name!r}; available: {sorted(SHIPPED_MODELS)}")
+        raise ValueError(f"no shipped weights for restoration model {name!r}; shipped: {sorted(SHIPPED_MODELS)} "
+                         f"(other models need a checkpoint file)")
     path = os.path.join(_ASSET_DIR, f"{name}.safetensors")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"shipped weights {path!r} are missing from this installation "
@@ -75,17 +76,21 @@ def save_shipped_weights(network: nn.Module, arch_args: Mapping[str, Any], path:
     save_file(state, path, metadata=meta)
 
 
-def load_shipped_model(name_or_path: str = DEFAULT_DENOISER, device: Union[str, torch.device] = "cpu") -> nn.Module:
+def load_shipped_model(name_or_path: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> nn.Module:
     """Build a network from a shipped (or any zoo-format) ``.safetensors`` file, in eval mode.
 
     Args:
-        name_or_path: a key of :data:`SHIPPED_MODELS` or a path to a ``.safetensors`` file
-            written by :func:`save_shipped_weights`.
+        name_or_path: a key of :data:`SHIPPED_MODELS` (``None``: :data:`DEFAULT_DENOISER`)
+            or a path to a ``.safetensors`` file written by :func:`save_shipped_weights`.
         device: where to put the network.
+
+    Raises:
+        ValueError: the name has no shipped weights (the message lists those that do).
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    name_or_path = DEFAULT_DENOISER if name_or_path is None else name_or_path
     path = name_or_path if name_or_path.endswith(".safetensors") else shipped_weights_path(name_or_path)
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
@@ -96,6 +101,7 @@ def load_shipped_model(name_or_path: str = DEFAULT_DENOISER, device: Union[str, 
         raise ValueError(f"{path!r} names an unknown architecture {meta['arch']!r}")
     net = classes[meta["arch"]](**json.loads(meta["arch_args"]))
     net.load_state_dict(load_file(path), strict=True)
+    net.name = os.path.splitext(os.path.basename(path))[0]  # shown by the CLI demo
     return net.eval().to(device)
 
 
