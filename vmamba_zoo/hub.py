@@ -448,6 +448,7 @@ def fetch_weights(
 
     path = src.cache_path
     assert path is not None
+    state = "is not in the cache"
     if path.is_file():
         try:
             how = verify_file(path, src)
@@ -456,9 +457,10 @@ def fetch_weights(
         except CorruptWeightsError as e:
             _logger.warning("cached weights are corrupt, downloading again: %s", e)
             _remove(path)
+            state = "was corrupt in the cache (removed)"
     if is_offline():
         raise WeightsUnavailableError(
-            f"{src.model}: HF_HUB_OFFLINE=1 and {src.filename} is not in the cache; download {src.location} "
+            f"{src.model}: HF_HUB_OFFLINE=1 and {src.filename} {state}; download {src.location} "
             f"and save it as {path}")
     error: Optional[CorruptWeightsError] = None
     for attempt in range(1, max(1, attempts) + 1):
