@@ -48,7 +48,7 @@ def pick_tiles(dim: int, per_group: int, length: int, n_state: int) -> Tiles:
     # per warp keeps reductions along time inside a warp
     block_l = min(256, max(16, _next_pow2(length)))
     fwd_bd = _largest_pow2_divisor(per_group, max(1, 2048 // block_l))
-    bwd_bd = _largest_pow2_divisor(per_group, max(1, 1024 // block_l))
+    bwd_bd = _largest_pow2_divisor(per_group, max(1, 4096 // block_l))
     return Tiles(block_l, fwd_bd, 4, bwd_bd, 4)
 
 
