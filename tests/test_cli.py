@@ -147,6 +147,28 @@ def test_bench_json(capsys, tmp_path):
     assert all(r["img_per_s"] > 0 and r["error"] is None for r in report["results"])
 
 
+def _load_tool(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_models_tool_cpu_smoke(capsys, tmp_path):
+    out_json = tmp_path / "side_by_side.json"
+    rc = _load_tool("bench_models").main([TINY, "test_mambaout", "--device", "cpu", "--batch-size", "1",
+                                          "--img-size", "32", "--warmup", "0", "--iters", "1", "--modes", "infer_bf16",
+                                          "--out", str(out_json), "--no-progress"])
+    out, _ = capsys.readouterr()
+    assert rc == 0 and "test_mambaout" in out and TINY in out
+    report = json.loads(out_json.read_text())
+    assert [r["model"] for r in report["results"]] == [TINY, "test_mambaout"]
+    assert report["settings"]["batch_size"] == 1 and report["environment"]["device"] == "cpu"
+
+
 def test_erf_png(capsys, tmp_path):
     out_png = tmp_path / "erf.png"
     rc, out, _ = run(capsys, "erf", TINY, "--img-size", "32", "--samples", "1", "--out", str(out_png), "--device", "cpu")
@@ -191,7 +213,8 @@ def test_convert_roundtrip(capsys, tmp_path, monkeypatch):
     src = tmp_path / "official.pth"
     torch.save({"model": sd, "config": CfgNode(MODEL=CfgNode(NAME="x")), "epoch": 3}, src)
     monkeypatch.delitem(sys.modules, "yacs.config")
-    rc, out, _ = run(capsys, "convert", str(src), str(tmp_path / "tiny"), "--model", TINY)
+    rc = _load_tool("convert_checkpoint").main([str(src), str(tmp_path / "tiny"), "--model", TINY])
+    out, _ = capsys.readouterr()
     assert rc == 0 and "pretrained_cfg_overlay" in out
     dst = tmp_path / "tiny.safetensors"
     model = timm.create_model(TINY, pretrained=True, pretrained_cfg_overlay=dict(file=str(dst)))
@@ -211,12 +234,8 @@ def test_demo_offline(capsys, tmp_path, offline_cache):
 
 def test_model_cards_are_up_to_date():
     """model_cards/ must equal what tools/make_model_cards.py generates now."""
-    import importlib.util
-
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("make_model_cards", root / "tools" / "make_model_cards.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _load_tool("make_model_cards")
     files = tool.generate()
     assert len(files) == len(zoo_models(include_test=False)) + 1
     stale = sorted(p.name for p, text in files.items() if not p.is_file() or p.read_text() != text)
