@@ -39,6 +39,19 @@ def test_serpent_unet_and_wavelet_forward_backward():
              torch.rand(1, 3, 10, 13), (1, 3, 10, 13))
 
 
+def test_grad_checkpointing_gives_the_same_output():
+    torch.manual_seed(0)
+    for net in (MambaIR(upscale=2, upsampler="pixelshuffle", drop_path_rate=0.0, **TINY),
+                SerpentUNet(dims=(8, 12), depths=(1, 1), d_state=4, squeeze_factor=4)):
+        x = torch.rand(1, 3, 6, 6)
+        ref = net(x)
+        net.set_grad_checkpointing(True)
+        out = net(x)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        out.mean().backward()
+        assert all(p.grad is not None for p in net.parameters())
+
+
 def test_haar_is_orthonormal_and_invertible():
     x = torch.randn(2, 3, 8, 6, dtype=torch.float64)
     y = haar_dwt2d(x)

@@ -31,6 +31,7 @@ class _ImageMetric(BaseMetric):
     """
 
     metric_name = ""
+    default_prefix = ""  # keys are plain 'PSNR' / 'SSIM' (pass prefix='...' to namespace them)
     _fn: Callable[..., float]
 
     def __init__(self, crop_border: int = 0, test_y_channel: bool = False, pred_key: str = "pred",
