@@ -248,3 +248,33 @@ def test_model_cards_are_up_to_date():
     measured = [r["environment"]["device_name"] for _, r in tool.load_benchmarks()
                 if any(x["model"] == "vmamba_tiny_s1l8" for x in r["results"])]
     assert all(d in card for d in measured) and (bool(measured) != ("Not measured yet" in card))
+
+
+def test_restore(capsys, tmp_path):
+    from vmamba_zoo.models.restoration_nets import RESTORATION_NET_CONFIGS
+    from vmamba_zoo.restoration import create_restoration_model, restore_image
+    from vmamba_zoo.restoration.pretrained import save_shipped_weights
+
+    torch.manual_seed(0)
+    net = create_restoration_model("wavelet_mambair_tiny").eval()
+    weights = tmp_path / "tiny_dn.safetensors"
+    save_shipped_weights(net, RESTORATION_NET_CONFIGS["wavelet_mambair_tiny"], str(weights))
+    photo = tmp_path / "crop.png"
+    Image.open(PHOTO).convert("RGB").crop((100, 50, 164, 98)).save(photo)
+    out_png = tmp_path / "out.png"
+    rc, out, _ = run(capsys, "restore", "wavelet_mambair_tiny", str(photo), "--weights", str(weights),
+                     "--out", str(out_png), "--device", "cpu")
+    assert rc == 0 and "64x48" in out
+    import numpy as np
+
+    expected = restore_image(net, np.asarray(Image.open(photo)))
+    assert np.array_equal(np.asarray(Image.open(out_png)), expected)
+
+    rc, _, err = run(capsys, "restore", "wavelet_mamba_tiny", str(photo))
+    assert_user_error(rc, err, "unknown restoration model", "wavelet_mambair_tiny")
+    rc, _, err = run(capsys, "restore", "mambair_tiny", str(photo))
+    assert_user_error(rc, err, "no shipped weights for mambair_tiny", "--weights")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (4, 4)).save(tiny)
+    rc, _, err = run(capsys, "restore", "wavelet_mambair_tiny", str(tiny), "--weights", str(weights))
+    assert_user_error(rc, err, "at least 8x8")
