@@ -12,7 +12,7 @@ import vmamba_zoo.mm.restoration  # noqa: F401  (registration)
 from vmamba_zoo.mm.restoration_metrics import RestorationPSNR, RestorationSSIM
 from vmamba_zoo.mm.restoration_model import RestorationModel
 from vmamba_zoo.restoration import PairedDegradationDataset, calculate_psnr, load_image
-from vmamba_zoo.restoration.degradations import bicubic_downsample, jpeg_compress, parse_degradations
+from vmamba_zoo.restoration.degradations import bicubic_downsample, jpeg_compress, matlab_imresize, parse_degradations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "configs", "restoration")
@@ -69,6 +69,20 @@ def test_bicubic_and_jpeg_degradations(image_dir):
         parse_degradations([dict(type="noise", sigma=5), dict(type="bicubic", scale=2)])
     with pytest.raises(ValueError, match="multiple of the scale"):
         PairedDegradationDataset(image_dir, dict(type="bicubic", scale=3), gt_size=16)
+
+
+def test_matlab_imresize_golden_values():
+    """Values of BasicSR's MATLAB-compatible ``imresize`` (basicsr/utils/matlab_functions.py, which
+    reproduces MATLAB's antialiased bicubic) on a 7x6 pattern: sizes round up, borders mirror."""
+    i, j = np.meshgrid(np.arange(7), np.arange(6), indexing="ij")
+    img = (((i * 7 + j * 13) % 17) / 16.0)[..., None]
+    half = np.array([[0.4177510, 0.5636870, 0.4869450], [0.4766990, 0.5220370, 0.4709910],
+                     [0.4276150, 0.5493140, 0.5546880], [0.3492780, 0.4093680, 0.4894010]])
+    third = np.array([[0.4833010, 0.5025530], [0.4544940, 0.5262160], [0.3926040, 0.5171180]])
+    np.testing.assert_allclose(matlab_imresize(img, 0.5)[..., 0], half, atol=2e-6)
+    np.testing.assert_allclose(matlab_imresize(img, 1 / 3)[..., 0], third, atol=2e-6)
+    # uint8 in -> rounded uint8 out; a constant image stays constant
+    assert matlab_imresize(np.full((9, 9, 3), 200, np.uint8), 0.5).tolist() == np.full((5, 5, 3), 200).tolist()
 
 
 def test_sample_images_load_offline():

@@ -2,9 +2,9 @@
 # DIV2K HR images, gt 192 crops, flips/rotations, batch 16 per GPU x 2 GPUs, L1, Adam 2e-4 (0.9, 0.99),
 # 500k iterations halving at 250k/400k/450k/475k.  Scored on the Y channel with crop = scale.
 #
-# Differences from the official pipeline: LR images are made on the fly with PIL's bicubic
-# (MATLAB's imresize differs at borders), and validation uses held-out DIV2K images rather
-# than Set5/Urban100.  Point data_root at your copy of DIV2K:
+# Differences from the official pipeline: LR images are made on the fly from each GT crop with a
+# MATLAB-imresize-exact bicubic (BasicSR downsamples whole images once, so crop borders differ
+# slightly), and validation uses DIV2K's validation images rather than Set5/Urban100.  Point data_root at your copy of DIV2K:
 #   python tools/train.py configs/restoration/mambair_light_sr_x4_div2k.py \
 #       --cfg-options data_root=/data/DIV2K
 _base_ = ['./_base_restoration_runtime.py']
