@@ -229,7 +229,12 @@ def test_demo_offline(capsys, tmp_path, offline_cache):
     assert rc == 0
     assert "[2/3] model table" in out and "vmamba_tiny_s1l8" in out
     assert f"[3/3] classification: {TINY}" in out and "random weights" in out
-    assert "[1/3] restoration" in out
+    assert "[1/3] restoration: wavelet_mambair_dn25_skimage" in out
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["psnr_restored"] > metrics["psnr_noisy"] + 5  # card: 20.25 -> 30.87 dB on this photo
+    for name in ("clean", "noisy", "restored"):
+        with Image.open(tmp_path / "demo" / f"{name}.png") as img:
+            assert img.size == (451, 300)
 
 
 def test_model_cards_are_up_to_date():

@@ -458,7 +458,8 @@ def _demo_restoration(out_dir: Path, device) -> Optional[Dict[str, Any]]:
                    psnr_noisy=round(float(psnr(noisy, clean, crop_border=0, input_order="HWC")), 3),
                    psnr_restored=round(float(psnr(restored, clean, crop_border=0, input_order="HWC")), 3))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    _out(f"[1/3] restoration: {metrics['model']} denoised {DEMO_IMAGE.name} (Gaussian noise sigma {sigma:g}) in "
+    _out(f"[1/3] restoration: {metrics['model']} denoised {DEMO_IMAGE.name} (a photo held out of its training; "
+         f"Gaussian noise sigma {sigma:g}) in "
          f"{seconds:.1f}s: PSNR {metrics['psnr_noisy']:.2f} dB -> {metrics['psnr_restored']:.2f} dB "
          f"(clean/noisy/restored.png, metrics.json in {out_dir})")
     return metrics
