@@ -21,6 +21,7 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from ..restoration.losses import build_pixel_loss
+from ..restoration.registry import adapt_checkpoint
 from ..restoration.tiling import forward_padded, tiled_forward
 
 __all__ = ["RestorationDataPreprocessor", "RestorationModel"]
@@ -104,6 +105,25 @@ class RestorationModel(BaseModel):
             raise ValueError(f"unknown test_cfg keys {sorted(unknown)}; allowed: {sorted(cfg)}")
         cfg.update(test_cfg or {})
         self.test_cfg = cfg
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Also accept a bare network checkpoint (e.g. an official BasicSR ``{'params': ...}`` file).
+
+        mmengine's ``load_checkpoint`` (``load_from``, ``tools/test.py CONFIG CKPT``) hands the
+        checkpoint to the wrapper; when no key is under ``network.``, the keys are taken as the
+        network's own (converted by the network family's ``checkpoint_filter_fn``) and moved
+        under ``network.`` before loading.
+        """
+        net_prefix = prefix + "network."
+        if not any(k.startswith(net_prefix) for k in state_dict):
+            raw = {k[len(prefix):]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
+            if raw:
+                for k, v in adapt_checkpoint(raw, self.network).items():
+                    state_dict[net_prefix + k] = v
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

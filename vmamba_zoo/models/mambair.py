@@ -361,8 +361,6 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module,
     return out
 
 
-MambaIR.checkpoint_filter_fn = staticmethod(checkpoint_filter_fn)  # type: ignore[attr-defined]
-
 # ---------------------------------------------------------------- variants
 #: Constructor arguments of the official configurations (``options/test/mambair/*.yml``).
 MAMBAIR_CONFIGS: Dict[str, Dict[str, Any]] = {

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 __all__ = ["register_restoration_model", "create_restoration_model", "list_restoration_models",
-           "load_restoration_checkpoint"]
+           "load_restoration_checkpoint", "adapt_checkpoint"]
 
 _logger = logging.getLogger(__name__)
 _REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
@@ -43,6 +43,35 @@ def _ensure_builtin_models() -> None:
     from ..models import mambair, restoration_nets  # noqa: F401
 
 
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+
+
+def adapt_checkpoint(state: Mapping[str, Any], model: nn.Module, param_key: Optional[str] = None) -> Dict[str, Any]:
+    """A loaded checkpoint -> ``model``'s state dict, through the family's ``checkpoint_filter_fn``.
+
+    Networks without a filter function get the generic treatment: unwrap BasicSR's
+    ``params_ema`` / ``params`` (or ``param_key``), mmengine's ``state_dict`` or timm's
+    ``model``, and strip ``module.`` / ``network.`` prefixes.
+    """
+    import re
+    import sys
+
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        return dict(filter_fn(state, model, param_key=param_key))
+    sd: Mapping[str, Any] = state
+    if param_key is not None:
+        if param_key not in sd:
+            raise KeyError(f"param_key {param_key!r} not in checkpoint (keys: {sorted(sd)[:8]})")
+        sd = sd[param_key]
+    else:
+        for key in _WRAPPER_KEYS:
+            if key in sd and isinstance(sd[key], Mapping):
+                sd = sd[key]
+                break
+    return {re.sub(r"^(module\.|network\.)+", "", k): v for k, v in sd.items()}
+
+
 def load_restoration_checkpoint(model: nn.Module, checkpoint_path: str, strict: bool = True,
                                 param_key: Optional[str] = None) -> nn.Module:
     """Load a checkpoint file into ``model``, through the model family's ``checkpoint_filter_fn``.
@@ -58,13 +87,7 @@ def load_restoration_checkpoint(model: nn.Module, checkpoint_path: str, strict: 
         state: Mapping[str, Any] = load_file(checkpoint_path)
     else:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    filter_fn = getattr(type(model), "checkpoint_filter_fn", None)
-    if filter_fn is None:
-        import sys
-
-        filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        state = filter_fn(state, model, param_key=param_key)
+    state = adapt_checkpoint(state, model, param_key)
     missing, unexpected = model.load_state_dict(state, strict=strict)
     if missing or unexpected:
         _logger.warning("loaded %s with missing keys %s and unexpected keys %s", checkpoint_path, missing, unexpected)
