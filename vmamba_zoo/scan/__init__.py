@@ -11,9 +11,12 @@ from .base import (
     list_scan_patterns,
     register_scan_pattern,
 )
+from .atrous import AtrousScan
 from .bi import BiScan
 from .cross import CrossScan
+from .sasf import SASFScan
 from .uni import UniScan
+from .wavelet import WaveletScan
 
 __all__ = [
     "ScanPattern",
@@ -24,4 +27,7 @@ __all__ = [
     "CrossScan",
     "UniScan",
     "BiScan",
+    "AtrousScan",
+    "SASFScan",
+    "WaveletScan",
 ]

@@ -1,0 +1,154 @@
+"""Spatial-Mamba's structure-aware state fusion (SASF) on one raster scan.
+
+Reference: "Spatial-Mamba: Effective Visual State Space Models via
+Structure-Aware State Fusion", Chaodong Xiao, Minghan Li, Zhengqiang Zhang,
+Deyu Meng, Lei Zhang, ICLR 2025 (arXiv:2410.15091); official ``StateFusion``
+in https://github.com/EdwardChasel/Spatial-Mamba (``classification/models/spatialmamba.py``).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import ScanPattern, _check_map, _check_routes, register_scan_pattern
+
+__all__ = ["SASFScan", "merge_sasf_kernels"]
+
+#: dilations of the three 3x3 depth-wise kernels (``kernel_3``, ``kernel_3_1``, ``kernel_3_2``)
+SASF_DILATIONS = (1, 3, 5)
+
+
+def merge_sasf_kernels(kernels: Tuple[torch.Tensor, ...], alpha: torch.Tensor,
+                       dilations: Tuple[int, ...] = SASF_DILATIONS) -> torch.Tensor:
+    """Fold ``sum_i alpha[i] * dwconv3x3(dilation d_i)`` into one dense kernel.
+
+    Args:
+        kernels: one (D, 1, 3, 3) depth-wise kernel per dilation.
+        alpha: (len(kernels),) mixing weights.
+        dilations: the dilation of each kernel.
+    Returns:
+        (D, 1, S, S) kernel with ``S = 2 * max(dilations) + 1`` (11 for 1/3/5):
+        the 3x3 taps of kernel i sit at offsets ``{-d_i, 0, d_i}`` from the
+        centre; the centre taps add up.  Differentiable.
+    """
+    radius = max(dilations)
+    size = 2 * radius + 1
+    ref = kernels[0]
+    merged = ref.new_zeros(ref.shape[0], 1, size, size)
+    for i, (k, d) in enumerate(zip(kernels, dilations)):
+        pos = torch.tensor([radius - d, radius, radius + d], device=ref.device)
+        block = torch.zeros_like(merged)
+        block[:, :, pos[:, None], pos[None, :]] = alpha[i] * k
+        merged = merged + block
+    return merged
+
+
+@register_scan_pattern("sasf")
+class SASFScan(ScanPattern):
+    """One row-major raster route whose hidden states are fused spatially (Spatial-Mamba SASF).
+
+    The mixer runs the selective scan with ``return_states=True`` and calls
+    :meth:`fuse_states` on the states ``h`` (B, 1, D, N, L) before the output
+    contraction, so that::
+
+        h_t = A_t h_{t-1} + B_t u_t                              (raster scan)
+        h'  = sum_i alpha_i * dwconv3x3_{dilation d_i}(replicate_pad(h))   d = 1, 3, 5
+        y_t = C_t h'_t + D u_t
+
+    ``h`` is folded back onto the H x W grid for the convolutions; each of the
+    N state channels of inner channel d uses the same kernel (Spatial-Mamba
+    uses N = 1).  Parameters (official names, so checkpoints map one to one):
+    ``kernel_3``, ``kernel_3_1``, ``kernel_3_2`` (D, 1, 3, 3), initialised to
+    ones, and ``alpha`` (3,), ones.
+
+    In eval mode the three convolutions are folded into one 11 x 11 kernel
+    (:func:`merge_sasf_kernels`; replicate padding is index clamping, so one
+    pad of 5 gives the same result as pads of 1/3/5).  Set
+    ``merge_in_eval = False`` to always run the three convolutions.  Unlike the
+    official code, which caches the merged kernel on the first eval call and
+    never refreshes it (stale after further training or ``load_state_dict``),
+    the cache here is keyed on the parameters' storage and in-place version
+    counters and is rebuilt whenever any of them changes.  It is only cached
+    when no gradient is needed; otherwise the merged kernel is rebuilt,
+    differentiably, on every call.
+    """
+
+    num_routes = 1
+    fuses_states = True
+    merge_in_eval: bool = True
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.kernel_3 = nn.Parameter(torch.ones(dim, 1, 3, 3))
+        self.kernel_3_1 = nn.Parameter(torch.ones(dim, 1, 3, 3))
+        self.kernel_3_2 = nn.Parameter(torch.ones(dim, 1, 3, 3))
+        self.alpha = nn.Parameter(torch.ones(3))
+        self._merged: Optional[torch.Tensor] = None
+        self._merged_key: Optional[tuple] = None
+
+    # ---------------------------------------------------------------- route
+    def build_route_indices(self, height: int, width: int) -> torch.Tensor:
+        return torch.arange(height * width).unsqueeze(0)
+
+    def scan(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) -> (B, 1, D, H*W), row-major."""
+        _check_map(x, self.name)
+        return x.flatten(2).unsqueeze(1)
+
+    def merge(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, 1, D, H*W) -> (B, D, H, W)."""
+        batch, _, dim, _ = _check_routes(y, self, height, width)
+        return y.reshape(batch, dim, height, width)
+
+    # --------------------------------------------------------------- fusion
+    def _kernels(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.kernel_3, self.kernel_3_1, self.kernel_3_2
+
+    def _cache_key(self) -> tuple:
+        params = (*self._kernels(), self.alpha)
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+
+    def merged_kernel(self) -> torch.Tensor:
+        """The (D, 1, 11, 11) merged kernel; cached (and refreshed on weight changes) when no grad is needed."""
+        params = (*self._kernels(), self.alpha)
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        if needs_grad:
+            return merge_sasf_kernels(self._kernels(), self.alpha)
+        key = self._cache_key()
+        if self._merged is None or self._merged_key != key:
+            with torch.no_grad():
+                self._merged = merge_sasf_kernels(self._kernels(), self.alpha)
+            self._merged_key = key
+        return self._merged
+
+    def fuse_map(self, h: torch.Tensor) -> torch.Tensor:
+        """SASF on a (B, D, H, W) map (any batch size), returns the same shape."""
+        if h.dim() != 4 or h.shape[1] != self.dim:
+            raise ValueError(f"sasf: expected a (B, {self.dim}, H, W) state map, got shape {tuple(h.shape)}")
+        dtype = h.dtype
+        kernels = [k.to(dtype) for k in self._kernels()]
+        if not self.training and self.merge_in_eval:
+            r = max(SASF_DILATIONS)
+            return F.conv2d(F.pad(h, (r, r, r, r), mode="replicate"), self.merged_kernel().to(dtype), groups=self.dim)
+        out = None
+        for i, (k, d) in enumerate(zip(kernels, SASF_DILATIONS)):
+            term = self.alpha[i].to(dtype) * F.conv2d(F.pad(h, (d, d, d, d), mode="replicate"), k,
+                                                      dilation=d, groups=self.dim)
+            out = term if out is None else out + term
+        return out
+
+    def fuse_states(self, states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, 1, D, N, H*W) -> same shape, every (d, n) state map fused with inner channel d's kernels."""
+        if states.dim() != 5 or states.shape[1] != 1 or states.shape[2] != self.dim or states.shape[4] != height * width:
+            raise ValueError(f"sasf: expected states (B, 1, {self.dim}, N, {height * width}), got {tuple(states.shape)}")
+        batch, _, dim, n, _ = states.shape
+        h = states.reshape(batch, dim, n, height, width).transpose(1, 2).reshape(batch * n, dim, height, width)
+        h = self.fuse_map(h)
+        return h.reshape(batch, n, dim, height * width).transpose(1, 2).reshape(batch, 1, dim, n, height * width)
+
+    def _apply(self, fn, *args, **kwargs):  # drop the merged kernel on .to()/.half()/...
+        self._merged, self._merged_key = None, None
+        return super()._apply(fn, *args, **kwargs)
