@@ -84,6 +84,8 @@ def test_output_device_and_errors():
     x = torch.rand(1, 3, 40, 40)
     out = tiled_forward(net, x, tile_size=16, overlap=8, output_device=torch.device("cpu"))
     assert out.device.type == "cpu"
+    out32 = tiled_forward(net, x, tile_size=16, overlap=8, accumulate_dtype=torch.float32)
+    torch.testing.assert_close(out32, out, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         tiled_forward(net, x[0], tile_size=16)
     with pytest.raises(ValueError, match="times scale"):

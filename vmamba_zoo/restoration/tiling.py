@@ -16,7 +16,8 @@ content), the next ``overlap // 2`` pixels ramp linearly up to 1, the rest is 1.
 * a network with a larger receptive field (state-space scans are global) gives a result
   cross-faded smoothly between tiles over ``overlap // 2`` pixels, without seams.
 
-Accumulation runs in float64, so a pointwise network gives bit-identical float32 results.
+Accumulation runs in float64 by default, so a pointwise network gives bit-identical
+float32 results (``accumulate_dtype=torch.float32`` halves the buffers for huge outputs).
 """
 from __future__ import annotations
 
@@ -90,6 +91,7 @@ def tiled_forward(
     multiple: int = 1,
     tile_batch_size: int = 1,
     output_device: Optional[torch.device] = None,
+    accumulate_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Run ``net`` on overlapping tiles of ``x`` and blend the outputs without seams.
 
@@ -104,6 +106,9 @@ def tiled_forward(
         tile_batch_size: tiles run through ``net`` together (memory vs speed).
         output_device: where the output buffer lives (default: ``x.device``); put it on
             the CPU to restore images larger than the accelerator memory.
+        accumulate_dtype: dtype of the blending buffers (an output-sized one and a
+            one-channel weight map).  float64 makes pointwise networks bit-exact; pass
+            ``torch.float32`` to halve their memory for very large outputs.
 
     Returns:
         (B, C_out, H*scale, W*scale) tensor of ``x``'s dtype on ``output_device``.
@@ -119,7 +124,7 @@ def tiled_forward(
     boxes = [(y0, x0) for y0 in ys for x0 in xs]
 
     out: Optional[torch.Tensor] = None
-    weight = torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float64, device=out_device)
+    weight = torch.zeros(1, 1, h * scale, w * scale, dtype=accumulate_dtype, device=out_device)
     for i in range(0, len(boxes), tile_batch_size):
         chunk = boxes[i : i + tile_batch_size]
         tiles = torch.cat([x[:, :, y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk], dim=0)
@@ -127,13 +132,13 @@ def tiled_forward(
         if pred.shape[-2:] != (th * scale, tw * scale):
             raise ValueError(f"net output {tuple(pred.shape[-2:])} is not the tile {th}x{tw} times scale={scale}")
         if out is None:
-            out = torch.zeros(b, pred.shape[1], h * scale, w * scale, dtype=torch.float64, device=out_device)
+            out = torch.zeros(b, pred.shape[1], h * scale, w * scale, dtype=accumulate_dtype, device=out_device)
         for k, (y0, x0) in enumerate(chunk):
-            wy = blend_window_1d(th * scale, y0 > 0, y0 + th < h, overlap * scale, device=out_device)
-            wx = blend_window_1d(tw * scale, x0 > 0, x0 + tw < w, overlap * scale, device=out_device)
+            wy = blend_window_1d(th * scale, y0 > 0, y0 + th < h, overlap * scale, accumulate_dtype, out_device)
+            wx = blend_window_1d(tw * scale, x0 > 0, x0 + tw < w, overlap * scale, accumulate_dtype, out_device)
             win = (wy[:, None] * wx[None, :])[None, None]
             ys_, xs_ = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
-            out[:, :, ys_, xs_] += pred[k * b : (k + 1) * b].to(out_device, torch.float64) * win
+            out[:, :, ys_, xs_] += pred[k * b : (k + 1) * b].to(out_device, accumulate_dtype) * win
             weight[:, :, ys_, xs_] += win
     assert out is not None
     if not bool((weight > 0).all()):
