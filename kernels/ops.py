@@ -48,7 +48,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, revers
     chunks = num_chunks(dim, dim // B.shape[1], length, n_state)
     states = u.new_empty((batch, dim, chunks, n_state), dtype=torch.float32)
     if route_index is not None:
-        return u.new_empty(u.shape, dtype=torch.float32), states
+        return torch.empty_like(u, dtype=torch.float32), states
     if return_states:
         return u.new_empty((batch, dim, n_state, length), dtype=out_dtype), states
     return u.new_empty((batch, dim, length), dtype=out_dtype), states
@@ -75,14 +75,13 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, dout, dl
     f32 = dict(dtype=torch.float32)
     batch, dim, _ = delta.shape
     return [
-        u.new_empty(u.shape, **f32) if route_index is not None else torch.empty_like(
-            u, memory_format=torch.contiguous_format),
-        u.new_empty(delta.shape, dtype=delta.dtype),
+        torch.empty_like(u, dtype=torch.float32) if route_index is not None else torch.empty_like(u),
+        torch.empty_like(delta),
         A.new_empty(A.shape, **f32),
         B.new_empty(B.shape, **f32),
         C.new_empty(C.shape, **f32),
         u.new_empty((dim,), **f32) if D is not None else _empty(u),
-        torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else _empty(u),
+        torch.empty_like(z) if z is not None else _empty(u),
         u.new_empty((dim,), **f32) if delta_bias is not None else _empty(u),
         u.new_empty((batch, dim, A.shape[1]), **f32),
     ]

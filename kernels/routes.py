@@ -116,7 +116,7 @@ def selective_scan_routes(
     batch, dim, pixels = x.shape
     routes, length = route_index.shape
     u = gather_routes(x, route_index).reshape(batch, routes * dim, length)
-    dt = gather_routes(delta.view(batch, routes, dim, pixels), route_index).reshape(batch, routes * dim, length)
+    dt = gather_routes(delta.reshape(batch, routes, dim, pixels), route_index).reshape(batch, routes * dim, length)
     Bs = gather_routes(B, route_index)
     Cs = gather_routes(C, route_index)
     ys = selective_scan(u, dt, A, Bs, Cs, D, None, delta_bias, delta_softplus, out_dtype=torch.float32,

@@ -75,8 +75,8 @@ def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
     out_ptr, states_ptr, hs_ptr, idx_ptr,
     dim, L, N, per_group, n_chunks,
-    s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_ob, s_od,
-    s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
+    s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_ob, s_od, s_op,
+    s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr, GATHER: tl.constexpr,
@@ -123,8 +123,8 @@ def _scan_fwd_kernel(
                 pos = s
         mstep = mask_d[:, None] & mask_l[None, :]  # steps of the sequence (not the tail of the last chunk)
         m2 = mask_d[:, None] & mask_p[None, :]  # elements that exist in memory
-        u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :], mask=m2, other=0.0).to(tl.float32)
-        dt = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+        u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, mask=m2, other=0.0).to(tl.float32)
+        dt = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp, mask=m2, other=0.0).to(tl.float32)
         if HAS_BIAS:
             dt = dt + bias[:, None]
         if SOFTPLUS:
@@ -137,7 +137,7 @@ def _scan_fwd_kernel(
             y = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         for n in range(N):
             A_n = tl.load(A_ptr + offs_d64 * N + n, mask=mask_d, other=0.0).to(tl.float32) * 1.4426950408889634
-            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos, mask=mask_p, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos * s_Bp, mask=mask_p, other=0.0).to(tl.float32)
             a = tl.exp2(dt * A_n[:, None])
             bx = dtu * B_n[None, :]
             pa, h = tl.associative_scan((a, bx), 1, _combine)
@@ -150,18 +150,18 @@ def _scan_fwd_kernel(
                 tl.store(hs_ptr + ((b * dim + offs_d64[:, None]) * N + n) * L + pos[None, :],
                          h.to(hs_ptr.dtype.element_ty), mask=m2)
             else:
-                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos, mask=mask_p, other=0.0).to(tl.float32)
+                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos * s_Cp, mask=mask_p, other=0.0).to(tl.float32)
                 y += h * C_n[None, :]
         tl.store(states_ptr + ((b * dim + offs_d64[:, None]) * n_chunks + c) * N + offs_n[None, :], carry,
                  mask=st_mask)
         if not RETURN_STATES:
             if HAS_Z:
-                zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+                zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :] * s_zp, mask=m2, other=0.0).to(tl.float32)
                 y = y * zz / (1.0 + tl.exp(-zz))
             if GATHER:  # merge: the routes' outputs are summed onto their pixels
-                tl.atomic_add(out_ptr + b * s_ob + u_rows[:, None] * s_od + pos[None, :], y, mask=m2)
+                tl.atomic_add(out_ptr + b * s_ob + u_rows[:, None] * s_od + pos[None, :] * s_op, y, mask=m2)
             else:
-                tl.store(out_ptr + b * s_ob + offs_d64[:, None] * s_od + pos[None, :], y.to(out_ptr.dtype.element_ty),
+                tl.store(out_ptr + b * s_ob + offs_d64[:, None] * s_od + pos[None, :] * s_op, y.to(out_ptr.dtype.element_ty),
                          mask=m2)
 
 
@@ -171,8 +171,8 @@ def _scan_bwd_kernel(
     dout_ptr, dlast_ptr, idx_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr,
     dim, L, P, N, per_group, n_chunks, n_dtiles,
-    s_ub, s_ud, s_db, s_dd, s_zb, s_zd, s_gb, s_gd,
-    s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
+    s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
+    s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
@@ -236,8 +236,8 @@ def _scan_bwd_kernel(
                 pos = s
         mstep = mask_d[:, None] & mask_l[None, :]  # steps of the sequence (not the tail of the last chunk)
         m2 = mask_d[:, None] & mask_p[None, :]  # elements that exist in memory
-        u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :], mask=m2, other=0.0).to(tl.float32)
-        raw = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+        u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, mask=m2, other=0.0).to(tl.float32)
+        raw = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp, mask=m2, other=0.0).to(tl.float32)
         if HAS_BIAS:
             raw = raw + bias[:, None]
         if SOFTPLUS:
@@ -249,9 +249,9 @@ def _scan_bwd_kernel(
         if RETURN_STATES:
             dy = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         else:
-            dout = tl.load(dout_ptr + b * s_gb + u_rows[:, None] * s_gd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+            dout = tl.load(dout_ptr + b * s_gb + u_rows[:, None] * s_gd + pos[None, :] * s_gp, mask=m2, other=0.0).to(tl.float32)
             if HAS_Z:
-                zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :], mask=m2, other=0.0).to(tl.float32)
+                zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :] * s_zp, mask=m2, other=0.0).to(tl.float32)
                 sig_z = 1.0 / (1.0 + tl.exp(-zz))
                 dy = dout * zz * sig_z
             else:
@@ -266,7 +266,7 @@ def _scan_bwd_kernel(
         ddt = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         for n in range(N):
             A_nat = tl.load(A_ptr + offs_d64 * N + n, mask=mask_d, other=0.0).to(tl.float32)
-            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos, mask=mask_p, other=0.0).to(tl.float32)
+            B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos * s_Bp, mask=mask_p, other=0.0).to(tl.float32)
             a = tl.exp2(dt * (A_nat * 1.4426950408889634)[:, None])
             bx = dtu * B_n[None, :]
             pa, h = tl.associative_scan((a, bx), 1, _combine)
@@ -282,7 +282,7 @@ def _scan_bwd_kernel(
                 e = tl.load(dout_ptr + ((b * dim + offs_d64[:, None]) * N + n) * L + pos[None, :], mask=m2,
                             other=0.0).to(tl.float32)
             else:
-                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos, mask=mask_p, other=0.0).to(tl.float32)
+                C_n = tl.load(C_ptr + b * s_Cb + g * s_Cg + n * s_Cn + pos * s_Cp, mask=mask_p, other=0.0).to(tl.float32)
                 e = dy * C_n[None, :]
                 y_pre += h * C_n[None, :]
                 dC_row = tl.sum(dy * h, axis=0)
@@ -313,19 +313,19 @@ def _scan_bwd_kernel(
         if (not RETURN_STATES) and HAS_Z:
             # d/dz [y_pre * z * sigmoid(z)] = y_pre * sig * (1 + z (1 - sig))
             dz = dout * y_pre * sig_z * (1.0 + zz * (1.0 - sig_z))
-            tl.store(dz_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m2)
+            tl.store(dz_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :] * s_zp, dz.to(dz_ptr.dtype.element_ty), mask=m2)
         if SOFTPLUS:
             ddt = tl.where(raw > 20.0, ddt, ddt / (1.0 + tl.exp(-raw)))
         ddt = tl.where(mstep, ddt, 0.0)
         dbias_acc += ddt
         if GATHER:  # every route adds its du onto the shared map's pixel
-            tl.atomic_add(du_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :], du, mask=m2)
-            tl.store(ddelta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :],
+            tl.atomic_add(du_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, du, mask=m2)
+            tl.store(ddelta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp,
                      ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
         else:
-            tl.store(du_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :], du.to(du_ptr.dtype.element_ty),
+            tl.store(du_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :] * s_up, du.to(du_ptr.dtype.element_ty),
                      mask=m2)
-            tl.store(ddelta_ptr + b * s_ub + offs_d64[:, None] * s_ud + pos[None, :],
+            tl.store(ddelta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp,
                      ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
     pd = (b * dim + offs_d64)
     if NP == 1:
@@ -338,18 +338,17 @@ def _scan_bwd_kernel(
         tl.store(dbias_ptr + pd, tl.sum(dbias_acc, axis=1), mask=mask_d)
 
 
-def _lead_strides(t: torch.Tensor) -> Tuple[int, int]:
-    return t.stride(0), t.stride(1)
+def _dense(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``t`` itself if ``empty_like`` reproduces its strides (dense, non-overlapping), else a contiguous copy,
+    so that a gradient buffer made with ``empty_like`` can be written through the input's strides."""
+    if t is None or torch.empty_like(t, device="meta").stride() == t.stride():
+        return t
+    return t.contiguous()
 
 
-def _bc_strides(t: torch.Tensor) -> Tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2)
-
-
-def _unit_last(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    if t is None:
-        return None
-    return t if t.stride(-1) == 1 else t.contiguous()
+def _strides(t: Optional[torch.Tensor], dims: int) -> Tuple[int, ...]:
+    """The tensor's strides (zeros for an absent tensor); every tensor is read through its own strides."""
+    return tuple(t.stride()) if t is not None else (0,) * dims
 
 
 def scan_fwd(
@@ -371,8 +370,6 @@ def scan_fwd(
     n_chunks, N) fp32 holds the state after every chunk (the last one is the
     final state).
     """
-    u, delta, z = _unit_last(u), _unit_last(delta), _unit_last(z)
-    B, C = _unit_last(B), _unit_last(C)
     gather = route_index is not None
     batch, dim, length = delta.shape
     if gather:
@@ -384,8 +381,8 @@ def scan_fwd(
     n_chunks = triton.cdiv(length, block_l)
     A = A.contiguous()
     states = torch.empty(batch, dim, n_chunks, n_state, device=u.device, dtype=torch.float32)
-    if gather:
-        out = torch.zeros(u.shape, device=u.device, dtype=torch.float32)
+    if gather:  # the merged map takes u's layout (channels-last in, channels-last out)
+        out = torch.zeros_like(u, dtype=torch.float32)
         y_arg, hs_arg = out, states
     elif return_states:
         out = torch.empty(batch, dim, n_state, length, device=u.device, dtype=out_dtype)
@@ -403,10 +400,9 @@ def scan_fwd(
         initial_state.float().contiguous() if initial_state is not None else dummy,
         y_arg, states, hs_arg, route_index if gather else states,
         dim, length, n_state, per_group, n_chunks,
-        *_lead_strides(u), *_lead_strides(delta),
-        *(_lead_strides(z) if z is not None else (0, 0)),
-        *(_lead_strides(out) if not return_states else (0, 0)),
-        *_bc_strides(B), *_bc_strides(C),
+        *_strides(u, 3), *_strides(delta, 3), *_strides(z, 3),
+        *(_strides(out, 3) if not return_states else (0, 0, 0)),
+        *_strides(B, 4), *_strides(C, 4),
         BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_H0=initial_state is not None, SOFTPLUS=delta_softplus, REVERSE=reverse,
@@ -424,10 +420,9 @@ def scan_bwd(
 ):
     """Run the backward kernel.  Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state);
     entries for absent inputs are None.  dB, dC come back in fp32 shaped (batch, G, N, L)."""
-    # gradients are written with u's (contiguous) strides
-    u, delta, dout = u.contiguous(), delta.contiguous(), dout.contiguous()
-    z = z.contiguous() if z is not None else None
-    B, C = _unit_last(B), _unit_last(C)
+    # every gradient takes its input's layout (du: u's, ddelta: delta's, dz: z's)
+    if return_states:
+        dout = dout.contiguous()
     gather = route_index is not None
     batch, dim, length = delta.shape
     pixels = length
@@ -442,10 +437,11 @@ def scan_bwd(
     assert chunk_states.shape[2] == n_chunks, "forward and backward chunking differ"
     n_dtiles = triton.cdiv(dim, block_d)
     f32 = dict(device=u.device, dtype=torch.float32)
-    du = torch.zeros(u.shape, **f32) if gather else torch.empty_like(u)
+    u, delta, z = _dense(u), _dense(delta), _dense(z)
+    du = torch.zeros_like(u, dtype=torch.float32) if gather else torch.empty_like(u)
     # (a route need not visit every pixel: unvisited pixels get a zero gradient)
-    ddelta = (torch.zeros if gather else torch.empty)(delta.shape, device=u.device, dtype=delta.dtype)
-    dz = torch.empty(u.shape, device=u.device, dtype=z.dtype) if z is not None else None
+    ddelta = torch.zeros_like(delta) if gather else torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
     dA_part = torch.empty(batch, dim, n_state, **f32)
     dh0 = torch.empty(batch, dim, n_state, **f32)
     dD_part = torch.empty(batch, dim, **f32) if D is not None else None
@@ -473,10 +469,9 @@ def scan_bwd(
         dbias_part if dbias_part is not None else dummy,
         dh0,
         dim, length, pixels, n_state, per_group, n_chunks, n_dtiles,
-        *_lead_strides(u), *_lead_strides(delta),
-        *(_lead_strides(z) if z is not None else (0, 0)),
-        *(_lead_strides(dout) if not return_states else (0, 0)),
-        *_bc_strides(B), *_bc_strides(C),
+        *_strides(u, 3), *_strides(delta, 3), *_strides(z, 3),
+        *(_strides(dout, 3) if not return_states else (0, 0, 0)),
+        *_strides(B, 4), *_strides(C, 4),
         BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_H0=initial_state is not None, HAS_DLAST=dlast is not None,

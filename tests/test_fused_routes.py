@@ -23,17 +23,21 @@ def test_cross_uni_bi_are_fusable():
 
 
 @pytest.mark.parametrize("scan", GATHER_PATTERNS)
-@pytest.mark.parametrize("height,width,d_state", [(7, 7, 1), (5, 3, 4)])
-def test_fused_core_matches_unfused(scan, height, width, d_state):
+@pytest.mark.parametrize("height,width,d_state,channels_last", [(7, 7, 1, True), (5, 3, 4, False)])
+def test_fused_core_matches_unfused(scan, height, width, d_state, channels_last):
     torch.manual_seed(0)
     mixer = SS2D(d_model=4, d_state=d_state, ssm_ratio=2.0, scan=scan, channel_first=True).to(DEVICE)
     with torch.no_grad():  # non-trivial parameters
         for p in (mixer.Ds, mixer.dt_projs_bias):
             p.add_(torch.randn_like(p) * 0.2)
-    x = torch.randn(2, mixer.d_inner, height, width, device=DEVICE, requires_grad=True)
+    x = torch.randn(2, mixer.d_inner, height, width, device=DEVICE)
+    if channels_last:  # the layout a channels-last trunk hands the core (pixel-major reads)
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
     expected = mixer.forward_core(x).float()
     got = ss2d_core_fused(mixer, x, backend="triton")
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
     grad = torch.randn_like(expected)
     params = [x, mixer.x_proj_weight, mixer.dt_projs_weight, mixer.dt_projs_bias, mixer.A_logs, mixer.Ds]
     g_ref = torch.autograd.grad((expected * grad).sum(), params)

@@ -182,7 +182,7 @@ def test_variant_hyper_parameters():
     assert (op0.d_state, op0.d_inner, op0.gate, op0.conv2d.bias is not None) == (16, 768, True, True)
     assert v0.stages[0].blocks[0].mlp is None and not v0.channel_first
     assert (op2.d_state, op2.d_inner, op2.gate, op2.conv2d.bias is None) == (1, 2048, False, True)
-    assert v2.stages[0].blocks[0].mlp.fc1.out_features == 512 and v2.channel_first
+    assert v2.stages[0].blocks[0].mlp.fc1.out_features == 512 and not v2.channel_first  # channels-last trunk
     assert [len(s.blocks) for s in v2.stages] == [2, 2, 15, 2]
     assert type(v0.stages[1].downsample).__name__ == "PatchMerging2D"
     assert v2.stages[1].downsample.conv.kernel_size == (3, 3)

@@ -66,8 +66,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         for dim in args.dims:
             mixer = SS2D(d_model=dim, d_state=args.d_state, ssm_ratio=1.0, scan=scan, channel_first=True).cuda()
-            x = torch.randn(args.batch, dim, args.size, args.size, device="cuda", dtype=torch.bfloat16,
-                            requires_grad=True)
+            # the core's input as a channels-last trunk produces it (a permuted (B, H, W, D) tensor)
+            x = torch.randn(args.batch, dim, args.size, args.size, device="cuda", dtype=torch.bfloat16)
+            x = x.to(memory_format=torch.channels_last).requires_grad_()
             grad = torch.randn(args.batch, dim, args.size, args.size, device="cuda")
             res = {}
             for name, core in (("unfused", mixer.forward_core), ("fused", lambda t: ss2d_core_fused(mixer, t))):

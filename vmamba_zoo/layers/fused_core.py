@@ -15,6 +15,7 @@ read zeros, so Δ there is softplus(delta_bias) in both.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vmamba_zoo_kernels import selective_scan_routes
@@ -23,24 +24,34 @@ __all__ = ["ss2d_core_fused", "can_fuse"]
 
 
 def can_fuse(mixer: nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``mixer``'s core can take the fused kernel for input ``x`` (CUDA, a gather pattern, no state fusion)."""
+    """Whether the fused kernel suits ``mixer``'s core for input ``x``: CUDA, Triton, a gather pattern
+    without state fusion, and a pixel-major (channels-last) map, whose route gathers read contiguous
+    channel vectors (a channel-first map would be gathered with a stride of W along column routes)."""
     from vmamba_zoo_kernels.dispatch import triton_available
 
     pattern = mixer.scan_pattern
     return (x.is_cuda and triton_available() and getattr(pattern, "is_gather", False)
-            and not getattr(pattern, "fuses_states", False))
+            and not getattr(pattern, "fuses_states", False)
+            and x.is_contiguous(memory_format=torch.channels_last))
 
 
 def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Fused scan + selective scan + merge of an SS2D-style mixer.
 
+    Everything runs pixel-major: ``x_proj`` is one GEMM over the pixels, the K
+    ``dt_projs`` are one GEMM with a block-diagonal weight, and the kernel reads
+    each step's channels as one contiguous vector whatever the route's order
+    (coalesced for column-major and reversed routes too).  The merged output
+    is written in the same pixel-major layout.
+
     Args:
         mixer: a module with ``scan_pattern`` (gather pattern), ``x_proj_weight`` (K, R+2N, D),
             ``dt_projs_weight`` (K, D, R), ``dt_projs_bias`` (K, D), ``A_logs`` (K*D, N), ``Ds`` (K*D,),
             ``d_state`` and ``dt_rank``.
-        x: (B, D, H, W) after the depth-wise conv and activation.
+        x: (B, D, H, W) after the depth-wise conv and activation; fastest in channels-last memory
+            (a permuted (B, H, W, D) tensor), which costs no copy.
     Returns:
-        (B, D, H, W) float32, equal to the unfused core's output.
+        (B, D, H, W) float32 in channels-last memory, equal to the unfused core's output.
     """
     batch, dim, height, width = x.shape
     pattern = mixer.scan_pattern
@@ -48,12 +59,16 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
     route_index = pattern.route_indices(height, width, x.device)
     routes = route_index.shape[0]
     pixels = height * width
-    xf = x.reshape(batch, dim, pixels)
-    x_dbl = torch.einsum("bdp,kcd->bkcp", xf, mixer.x_proj_weight.to(x.dtype))  # (B, K, R+2N, P), pixel order
-    dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
-    dts = torch.einsum("bkrp,kdr->bkdp", dts, mixer.dt_projs_weight.to(x.dtype)).reshape(batch, routes * dim, pixels)
+    width_dbl = r + 2 * n
+    x_pm = x.permute(0, 2, 3, 1).reshape(batch, pixels, dim)  # pixel-major; a view for channels-last input
+    x_dbl = F.linear(x_pm, mixer.x_proj_weight.reshape(routes * width_dbl, dim).to(x.dtype))
+    x_dbl = x_dbl.view(batch, pixels, routes, width_dbl)
+    dt_weight = torch.block_diag(*mixer.dt_projs_weight.to(x.dtype))  # (K*D, K*R)
+    dts = F.linear(x_dbl[..., :r].reshape(batch, pixels, routes * r), dt_weight)  # (B, P, K*D)
+    bs = x_dbl[..., r:r + n].permute(0, 2, 3, 1)  # (B, K, N, P) views, no copies
+    cs = x_dbl[..., r + n:].permute(0, 2, 3, 1)
     y = selective_scan_routes(
-        xf, dts, -torch.exp(mixer.A_logs.float()), bs.contiguous(), cs.contiguous(), mixer.Ds.float(),
+        x_pm.transpose(1, 2), dts.transpose(1, 2), -torch.exp(mixer.A_logs.float()), bs, cs, mixer.Ds.float(),
         mixer.dt_projs_bias.float().reshape(-1), True, route_index=route_index, backend=backend,
-        fused=True if backend == "triton" else None)
+        fused=True if backend == "triton" else None)  # (B, D, P) with pixel-major strides
     return y.view(batch, dim, height, width)

@@ -80,15 +80,15 @@ class SS2D(nn.Module):
         dt_min, dt_max, dt_init, dt_scale, dt_init_floor: Mamba's dt initialisation.
         norm_eps: epsilon of ``out_norm``.
 
-    ``use_fused_kernel = True`` (class or instance attribute) makes gather
-    patterns on CUDA run the fused core (:mod:`vmamba_zoo.layers.fused_core`),
-    which reads the routes straight from the map and merges in place.  It is
-    off by default: in the channel-first layout its column-major routes gather
-    with a stride of W and it measured 0.5x the materialising path on an H100
-    (benchmarks/mixer_h100.json).
+    On CUDA, a channels-last mixer (``channel_first=False``) with a gather
+    pattern (cross, uni, bi, atrous) runs the fused core
+    (:mod:`vmamba_zoo.layers.fused_core`): the kernel reads the routes straight
+    from the pixel-major map and merges in place, so the (B, K, D, L) route
+    copies never exist.  Set ``use_fused_kernel = False`` (class or instance
+    attribute) to run the materialising :meth:`forward_core` instead.
     """
 
-    use_fused_kernel: bool = False
+    use_fused_kernel: bool = True
 
     def __init__(
         self,

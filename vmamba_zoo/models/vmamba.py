@@ -558,8 +558,11 @@ default_cfgs = generate_default_cfgs({
 _V0 = dict(ssm_d_state=16, ssm_ratio=2.0, ssm_conv_bias=True, ssm_gate=True, mlp_ratio=0.0,
            stem="v1", downsample="v1", channel_first=False)
 # v2 ("v05_noz"): no gate, d_state 1, conv without bias, MLP 4, conv stem, Conv3x3/s2 downsample, channels-first
+# v2 normalises over channels ("ln2d"); the trunk runs channels-last, which is the same arithmetic without the
+# permutes of a channel-first LayerNorm and lets the fused scan kernel read pixel-major maps
+# (channel_first=True gives the official (B, C, H, W) trunk, with identical weights and results)
 _V2 = dict(ssm_d_state=1, ssm_conv_bias=False, ssm_gate=False, mlp_ratio=4.0,
-           stem="v2", downsample="v3", channel_first=True)
+           stem="v2", downsample="v3", channel_first=False)
 
 
 @register_model
