@@ -5,9 +5,10 @@ offline sample photos of :mod:`vmamba_zoo.restoration.sample_images`) and degrad
 on the fly (bicubic xs, Gaussian noise sigma, JPEG quality q, or a chain of these).
 
 * ``mode='train'``: a random ``gt_size`` crop, random flips / 90-degree rotation (BasicSR's
-  ``augment``), and fresh noise for every sample.  Randomness is drawn from numpy's global
-  generator, which mmengine seeds (``randomness=dict(seed=...)``) in the main process and
-  in every worker, so training is reproducible.
+  ``augment``), and fresh noise for every sample.  Each sample's numpy generator is seeded
+  from torch's global generator, which mmengine seeds (``randomness=dict(seed=...)``) and
+  which PyTorch seeds differently in every DataLoader worker, so training is reproducible
+  and workers never repeat each other's samples.
 * ``mode='val'``: the whole image (mod-cropped to the scale, optionally centre-cropped to
   ``val_size``) and noise from ``RandomState(seed)`` restarted for **every image**, exactly
   MambaIR's test protocol (``np.random.seed(0)`` per image), so validation pairs are fixed.
@@ -144,7 +145,7 @@ class PairedDegradationDataset(Dataset):
         index = idx % len(self.sources)
         gt = self._clean(index)
         if self.mode == "train":
-            rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
             gt = augment(random_crop(gt, self.gt_size, rng), rng, self.use_flip, self.use_rot)
         else:
             gt = mod_crop(gt, self.scale)
