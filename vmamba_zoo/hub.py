@@ -398,11 +398,12 @@ def _fetch_hf(src: WeightSource, progress: bool, force: bool = False) -> Path:
     for name in names:
         try:
             return Path(hf_hub_download(src.location, name, cache_dir=cache_dir, force_download=force))
-        except EntryNotFoundError as e:
-            last = e
-        except LocalEntryNotFoundError as e:
+        except LocalEntryNotFoundError:  # (a subclass of EntryNotFoundError) no connection, not cached
             raise WeightsUnavailableError(
-                f"{src.model}: cannot reach the Hugging Face Hub for {src.location}/{name} and it is not cached ({e})") from None
+                f"{src.model}: cannot reach the Hugging Face Hub for {src.location}/{name} and it is not in the "
+                f"cache {cache_dir}; run once with network or copy that cache") from None
+        except EntryNotFoundError as e:  # the repo has no such file: try the next name
+            last = e
     raise WeightsUnavailableError(f"{src.model}: {src.location} has none of {list(names)} ({last})")
 
 
