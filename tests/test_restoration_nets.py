@@ -190,3 +190,17 @@ def test_mambair_accepts_official_yaml_arguments():
         MambaIR(window_size=8, **TINY)
     with pytest.raises(ValueError, match="upsampler"):
         MambaIR(upscale=2, upsampler="", **TINY)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_restoration_nets_on_cuda_match_cpu():
+    torch.manual_seed(0)
+    for net in (MambaIR(upscale=2, upsampler="pixelshuffle", **TINY),
+                WaveletMambaIR(shallow_dim=4, embed_dim=12, depths=(1,), levels=2, d_state=4, squeeze_factor=4)):
+        net.eval()
+        x = torch.rand(2, 3, 16, 20)
+        with torch.no_grad():
+            ref = net(x)
+            out = net.cuda()(x.cuda()).cpu()
+        torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-4)
