@@ -172,6 +172,10 @@ def model_table_rows(include_test: bool, refresh: bool = False, compute_missing:
 
     names = zoo_models(include_test=include_test)
     table = {} if refresh else load_model_table()
+    missing = [n for n in names if n not in table]
+    if missing and compute_missing and not refresh:
+        _warn(f"computing params/FLOPs of {len(missing)} models missing from {MODEL_TABLE_PATH.name} "
+              "(`vmamba-zoo list --refresh` stores them)")
     computed = []
     rows = []
     for name in names:
