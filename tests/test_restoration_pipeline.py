@@ -101,6 +101,9 @@ def test_model_loss_predict_and_metrics():
     model = MODELS.build(dict(type="RestorationModel", network=net, loss="charbonnier", scale=2,
                               test_cfg=dict(tile_size=8, overlap=4)))
     assert isinstance(model, RestorationModel)
+    assert MODELS.build(dict(type="RestorationModel", network=net)).scale == 2  # from the network
+    with pytest.raises(ValueError, match="contradicts"):
+        MODELS.build(dict(type="RestorationModel", network=net, scale=4))
     gts = [torch.rand(3, 12, 12) for _ in range(2)]
     batch = dict(inputs=[torch.rand(3, 6, 6) for _ in range(2)], data_samples=dict(gt=gts, img_path=["a", "b"]))
     data = model.data_preprocessor(batch, training=True)

@@ -73,7 +73,8 @@ class RestorationModel(BaseModel):
         loss: ``'l1'`` or ``'charbonnier'`` (BasicSR's definition, ``eps`` under the root).
         loss_weight: multiplier of the pixel loss.
         charbonnier_eps: Charbonnier epsilon (MambaIR's denoising configs use 1e-3).
-        scale: upscaling factor of the network (1 for denoising / JPEG).
+        scale: upscaling factor of the network (1 for denoising / JPEG); by default the
+            network's ``upscale`` attribute (1 if it has none).
         test_cfg: inference options: ``tile_size`` (None = whole image), ``overlap``,
             ``multiple`` (pad inputs to a multiple, for U-Nets), ``tile_batch_size``.
         data_preprocessor: defaults to :class:`RestorationDataPreprocessor`.
@@ -86,7 +87,7 @@ class RestorationModel(BaseModel):
         loss: str = "l1",
         loss_weight: float = 1.0,
         charbonnier_eps: float = 1e-3,
-        scale: int = 1,
+        scale: Optional[int] = None,
         test_cfg: Optional[Mapping] = None,
         data_preprocessor: Optional[Union[Mapping, nn.Module]] = None,
         init_cfg: Optional[Mapping] = None,
@@ -98,6 +99,11 @@ class RestorationModel(BaseModel):
         if not isinstance(self.network, nn.Module):
             raise TypeError(f"network must be an nn.Module or a config dict, got {type(network).__name__}")
         self.pixel_loss = build_pixel_loss(loss, loss_weight, charbonnier_eps)
+        net_scale = getattr(self.network, "upscale", None)
+        if scale is None:
+            scale = int(net_scale) if net_scale is not None else 1
+        elif net_scale is not None and int(net_scale) != int(scale):
+            raise ValueError(f"scale={scale} contradicts the network's upscale={net_scale}; drop scale or fix it")
         self.scale = int(scale)
         cfg = dict(tile_size=None, overlap=32, multiple=1, tile_batch_size=1)
         unknown = set(test_cfg or {}) - set(cfg)
