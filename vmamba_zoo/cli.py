@@ -208,8 +208,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.append((r["model"], r["family"], r["scan"], _fmt_params(r["params"]), _fmt_gflops(r["gflops"]),
                       r["weights"]))
     _print_table(table)
-    _out("GFLOPs: multiply-accumulates of matmuls/convs + 9*B*D*L*N per selective scan, batch 1 "
-         f"({'tables may be stale: ' if not args.refresh else ''}`vmamba-zoo list --refresh` recomputes)")
+    _out("GFLOPs: multiply-accumulates of matmuls/convs + 9*B*D*L*N per selective scan, batch 1, "
+         "from vmamba_zoo/assets/model_table.json (`vmamba-zoo list --refresh` recomputes it)")
     return 0
 
 
