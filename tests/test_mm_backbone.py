@@ -115,12 +115,16 @@ def test_with_cp_matches_plain_forward_and_grads():
     x = torch.randn(1, 3, 32, 32)
     ref, cp = _backbone(), _backbone(with_cp=True)
     cp.load_state_dict(ref.state_dict())
-    grads = []
+    grads, calls = [], []
     for net in (ref, cp):
         net.train()
+        count = [0]
+        net.model.stages[1].blocks[0].register_forward_pre_hook(lambda *a: count.__setitem__(0, count[0] + 1))
         outs = net(x)
         sum((o ** 2).mean() for o in outs).backward()
         grads.append(net.model.stem.conv1.weight.grad.clone())
+        calls.append(count[0])
+    assert calls == [1, 2], f"block forward calls without/with checkpointing: {calls} (recompute expected)"
     for a, b in zip(ref.eval()(x), cp.eval()(x)):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
