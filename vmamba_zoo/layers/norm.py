@@ -1,11 +1,35 @@
-"""Channels-first LayerNorm with ``nn.LayerNorm``'s parameters and default epsilon."""
+"""LayerNorms of the zoo: channels-last and channels-first, with ``nn.LayerNorm``'s parameters and epsilon.
+
+Under bf16 autocast both normalise in bf16 I/O (PyTorch's kernels accumulate in
+fp32) instead of autocast's default of casting the input up to fp32 and
+returning fp32, which costs two extra passes over every activation (the same
+idea as timm's ``fast_norm``).  fp16 autocast keeps the fp32 path: fp16's range
+is too small for unnormalised activations.
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm2d"]
+__all__ = ["LayerNorm", "LayerNorm2d"]
+
+
+def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """``norm`` over the last dimension; in bf16 (fp32 accumulation) under bf16 autocast."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+        weight = norm.weight.to(torch.bfloat16) if norm.weight is not None else None
+        bias = norm.bias.to(torch.bfloat16) if norm.bias is not None else None
+        with torch.autocast(device_type, enabled=False):
+            return F.layer_norm(x.to(torch.bfloat16), norm.normalized_shape, weight, bias, norm.eps)
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last dimension that stays in bf16 under bf16 autocast."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _layer_norm(x, self)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -19,5 +43,4 @@ class LayerNorm2d(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"LayerNorm2d expects (B, C, H, W), got shape {tuple(x.shape)}")
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        return _layer_norm(x.permute(0, 2, 3, 1), self).permute(0, 3, 1, 2)

@@ -41,7 +41,7 @@ from .fused_core import can_fuse, ss2d_core_fused
 
 from ..scan import ScanPattern, create_scan_pattern
 from .linear import ChannelLinear
-from .norm import LayerNorm2d
+from .norm import LayerNorm, LayerNorm2d
 
 __all__ = ["SS2D", "dt_bias_init_"]
 
@@ -149,7 +149,7 @@ class SS2D(nn.Module):
         self.A_logs._no_weight_decay = True
         self.Ds._no_weight_decay = True
 
-        norm_cls = LayerNorm2d if channel_first else nn.LayerNorm
+        norm_cls = LayerNorm2d if channel_first else LayerNorm
         self.out_norm = norm_cls(d_inner, eps=norm_eps)
         self.out_proj = ChannelLinear(d_inner, d_model, bias=bias, channel_first=channel_first)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -199,7 +199,7 @@ class SS2D(nn.Module):
         if not self.channel_first:
             x = x.permute(0, 3, 1, 2)
         if self.conv2d is not None:
-            x = self.conv2d(x.contiguous())
+            x = self.conv2d(x)  # keeps a channels-last map channels-last (no copy)
         x = self.act(x)
         if self.use_fused_kernel and can_fuse(self, x):
             y = ss2d_core_fused(self, x)  # the same result without materialising the routes

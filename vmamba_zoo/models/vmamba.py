@@ -37,7 +37,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from ..hub import prepare_pretrained_cfg, release_pretrained_state_dict
-from ..layers import SS2D, ChannelLinear, LayerNorm2d
+from ..layers import SS2D, ChannelLinear, LayerNorm, LayerNorm2d
 from ._zoo import ModelFamily, register_family
 
 __all__ = ["VSSM", "VSSBlock", "VSSStage", "checkpoint_filter_fn"]
@@ -61,7 +61,7 @@ FAMILY = register_family(ModelFamily(
 
 def _norm(dim: int, channel_first: bool) -> nn.Module:
     """VMamba's LayerNorm (eps 1e-5) over the channel axis of either layout."""
-    return LayerNorm2d(dim) if channel_first else nn.LayerNorm(dim)
+    return LayerNorm2d(dim) if channel_first else LayerNorm(dim)
 
 
 def _to_nchw(x: torch.Tensor, channel_first: bool) -> torch.Tensor:
