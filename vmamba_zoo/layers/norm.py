@@ -5,6 +5,7 @@ fp32) instead of autocast's default of casting the input up to fp32 and
 returning fp32, which costs two extra passes over every activation (the same
 idea as timm's ``fast_norm``).  fp16 autocast keeps the fp32 path: fp16's range
 is too small for unnormalised activations.
+"""
 from __future__ import annotations
 
 import torch
