@@ -118,7 +118,7 @@ def _losses(runner) -> np.ndarray:
 
 # Training runs skip validation (evaluation is tested once, through tools/test.py).
 NO_VAL = ["val_cfg=None", "val_dataloader=None", "val_evaluator=None"]
-ITERS = 12
+ITERS = 20
 
 
 def _check_overfit(losses: np.ndarray, iters: int) -> None:
@@ -159,6 +159,8 @@ def test_mask_rcnn_trains_resumes_and_evaluates(coco_config, tmp_path):
                               str(tmp_path / "test"), "--out", str(tmp_path / "preds.pkl")])
     for key in ("coco/bbox_mAP", "coco/bbox_mAP_50", "coco/segm_mAP", "coco/segm_mAP_50"):
         assert key in metrics and math.isfinite(metrics[key]) and 0.0 <= metrics[key] <= 1.0, (key, metrics)
+    # After 24 iterations from scratch the detector finds some of the coins (AP50 ~0.1-0.2).
+    assert metrics["coco/bbox_mAP_50"] > 0.0 and metrics["coco/segm_mAP_50"] > 0.0, metrics
     assert (tmp_path / "preds.pkl").is_file()
 
 
@@ -181,8 +183,8 @@ def test_upernet_trains_resumes_and_evaluates(tmp_path):
 
     metrics = test_tool.main([str(cfg), str(work / f"iter_{ITERS + 3}.pth"), "--work-dir", str(tmp_path / "test")])
     assert "mIoU" in metrics and 0.0 <= metrics["mIoU"] <= 100.0, metrics
-    # Three classes, "background" covers most pixels: a trained model beats chance clearly.
-    assert metrics["aAcc"] > 50.0, metrics
+    # "background" covers most pixels (its IoU alone gives mIoU ~32); > 40 needs coins/galaxies found.
+    assert metrics["aAcc"] > 50.0 and metrics["mIoU"] > 40.0, metrics
 
 
 def _free_port() -> int:
