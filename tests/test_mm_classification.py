@@ -1,7 +1,6 @@
 """Classification with mmengine: ZooClassifier / ZooImageFolderDataset / ZooAccuracy through
 tools/train.py and tools/test.py, on crops of real photos (cat / coins / galaxies)."""
 import importlib.util
-import re
 from pathlib import Path
 
 import numpy as np
