@@ -205,3 +205,16 @@ def test_ddp_two_processes_on_cpu(coco_config, tmp_path):
     assert "Distributed training: True" in log and "GPU number: 2" in log, log[-4000:]
     assert (work / "iter_3.pth").is_file()
     assert "coco/bbox_mAP" in log  # distributed evaluation gathered the results of both ranks
+
+
+def test_train_tool_options(coco_config, tmp_path):
+    cfg = train_tool.build_config(train_tool.parse_args(
+        [str(coco_config), "--amp", "--resume", "--work-dir", str(tmp_path), "--cfg-options", "train_cfg.max_iters=7"]))
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.loss_scale == "dynamic"
+    assert cfg.resume is True and cfg.load_from is None and cfg.work_dir == str(tmp_path)
+    assert cfg.train_cfg.max_iters == 7
+    cfg = train_tool.build_config(train_tool.parse_args([str(coco_config), "--resume", "ckpt.pth"]))
+    assert cfg.resume is True and cfg.load_from == "ckpt.pth"
+    assert cfg.work_dir.endswith("mask_rcnn_test_vmamba")
+    with pytest.raises(SystemExit):
+        test_tool.parse_args([str(coco_config), "ckpt.pth", "--out", "preds.json"])
