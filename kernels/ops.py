@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .tiling import num_chunks
+from .tiling import is_pixel_major, num_chunks
 
 __all__ = ["selective_scan_triton", "selective_scan_routes_triton"]
 
@@ -45,7 +45,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, revers
     if route_index is not None:
         length = route_index.shape[1]
     n_state = A.shape[1]
-    chunks = num_chunks(dim, dim // B.shape[1], length, n_state)
+    chunks = num_chunks(dim, dim // B.shape[1], length, n_state, is_pixel_major(u))
     states = u.new_empty((batch, dim, chunks, n_state), dtype=torch.float32)
     if route_index is not None:
         return torch.empty_like(u, dtype=torch.float32), states

@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .tiling import pick_tiles
+from .tiling import is_pixel_major, pick_tiles
 
 __all__ = ["scan_fwd", "scan_bwd"]
 
@@ -376,7 +376,7 @@ def scan_fwd(
         length = route_index.shape[1]
     n_state = A.shape[1]
     per_group = dim // B.shape[1]
-    tiles = pick_tiles(dim, per_group, length, n_state)
+    tiles = pick_tiles(dim, per_group, length, n_state, is_pixel_major(u))
     block_d, block_l, num_warps = tiles.fwd_block_d, tiles.block_l, tiles.fwd_warps
     n_chunks = triton.cdiv(length, block_l)
     A = A.contiguous()
@@ -431,7 +431,7 @@ def scan_bwd(
     n_state = A.shape[1]
     groups = B.shape[1]
     per_group = dim // groups
-    tiles = pick_tiles(dim, per_group, length, n_state)
+    tiles = pick_tiles(dim, per_group, length, n_state, is_pixel_major(u))
     block_d, block_l, num_warps = tiles.bwd_block_d, tiles.block_l, tiles.bwd_warps
     n_chunks = triton.cdiv(length, block_l)
     assert chunk_states.shape[2] == n_chunks, "forward and backward chunking differ"
