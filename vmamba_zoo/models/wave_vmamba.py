@@ -1,8 +1,8 @@
 """Wave-VMamba: VMamba v2 with a wavelet-domain scan route (the zoo's own variant, no official weights).
 
-The macro architecture is VMamba v2's (:class:`vmamba_zoo.models.vmamba.VSSM`:
-two-conv stem, Conv3x3/s2 downsampling, channels-first LayerNorm, SS2D without
-gate, d_state 1, MLP ratio 4).  Only the scan pattern changes: ``"wavelet"``
+The macro architecture is VMamba v2's (:class:`vmamba_zoo.models.vmamba.VSSM`
+with vmamba.py's v2 settings: two-conv stem, Conv3x3/s2 downsampling, SS2D
+without gate, d_state 1, MLP ratio 4).  Only the scan pattern changes: ``"wavelet"``
 (:class:`vmamba_zoo.scan.WaveletScan`) keeps VMamba's row-major route and its
 reverse, and replaces the column-major route and its reverse by a route over a
 two-level Haar wavelet-packet transform of the map, read in subband windows (one
@@ -26,7 +26,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ._zoo import ModelFamily, register_family
-from .vmamba import VSSM, checkpoint_filter_fn
+from .vmamba import _V2, VSSM, checkpoint_filter_fn
 
 __all__ = ["WAVE_V2"]
 
@@ -43,12 +43,17 @@ FAMILY = register_family(ModelFamily(
     shrink_kwargs=dict(depths=(1, 1, 1, 1)),
 ))
 
-#: VMamba v2 ("v05_noz") settings with the wavelet scan.
-WAVE_V2 = dict(ssm_d_state=1, ssm_conv_bias=False, ssm_gate=False, mlp_ratio=4.0, stem="v2", downsample="v3",
-               channel_first=True, scan="wavelet")
+#: VMamba v2 ("v05_noz") settings (taken from vmamba.py, so the twins stay in sync) with the wavelet scan.
+WAVE_V2 = dict(_V2, scan="wavelet")
 
 
 def _create_wave_vmamba(variant: str, pretrained: bool = False, **kwargs) -> VSSM:
+    if pretrained:
+        raise ValueError(
+            f"{variant}: there are no pretrained weights for the wave_vmamba models (neither official nor zoo). "
+            f"Create it with pretrained=False, or initialise it from its cross-scan twin's checkpoint "
+            f"(identical parameter names), e.g. model.load_state_dict(timm.create_model('vmamba_tiny_s1l8', "
+            f"pretrained=True).state_dict()).")
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     return build_model_with_cfg(
         VSSM, variant, pretrained,
