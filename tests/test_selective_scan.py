@@ -265,4 +265,6 @@ def test_non_contiguous_inputs():
     args = dict(delta=x["delta"].detach(), A=x["A"].detach(), B=x["B"].detach(), C=x["C"].detach())
     expected = selective_scan_ref(x["u"].detach(), **args)
     for backend in ["cpu"] + (["triton"] if triton_available() else []):
-        torch.testing.assert_close(selective_scan(u_nc, backend=backend, **args), expected, rtol=1e-4, atol=1e-5)
+        dev = DEVICE if backend == "triton" else "cpu"
+        got = selective_scan(u_nc.to(dev), backend=backend, **{k: v.to(dev) for k, v in args.items()})
+        torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-5)
