@@ -28,9 +28,10 @@ test_tool = _load(ROOT / "tools" / "test.py", "vmamba_zoo_tools_test")
 CLS_CFG = """
 _base_ = ['{base}']
 data_root = '{data_root}/'
-model = dict(model_name='test_vmamba', num_classes=3, drop_path_rate=0.0)
-_transform_train = dict(input_size=64, is_training=True, auto_augment='rand-m9-mstd0.5-inc1',
-                        interpolation='bicubic', re_prob=0.25, scale=(0.5, 1.0))
+# Overfitting check: no Mixup/CutMix, RandAugment or erasing (those are unit-tested separately).
+model = dict(model_name='test_vmamba', num_classes=3, drop_path_rate=0.0, mixup=None)
+_transform_train = dict(input_size=64, is_training=True, auto_augment=None, color_jitter=None,
+                        interpolation='bicubic', re_prob=0.0, scale=(0.8, 1.0))
 _transform_test = dict(input_size=64, is_training=False, interpolation='bicubic', crop_pct=1.0)
 train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, pin_memory=False,
                         dataset=dict(data_root=data_root, data_prefix=dict(img_path='train'),
@@ -41,7 +42,7 @@ val_dataloader = dict(batch_size=6, num_workers=0, persistent_workers=False, pin
 test_dataloader = val_dataloader
 val_evaluator = dict(topk=(1, 2))
 test_evaluator = val_evaluator
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3)]
 train_cfg = dict(by_epoch=True, max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, save_best=None))
@@ -85,6 +86,24 @@ def test_accuracy_metric():
     assert out["top1"] == pytest.approx(100 / 3) and out["top2"] == pytest.approx(100.0)
 
 
+def test_classifier_mixup_loss_and_modes():
+    torch.manual_seed(0)
+    clf = ZooClassifier("test_vmamba", num_classes=3, mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0))
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 1])
+    loss = clf(x, y, mode="loss")["loss"]
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert clf.model.head.fc.weight.grad is not None
+    with pytest.raises(ValueError, match="even batch size"):
+        clf(x[:3], y[:3], mode="loss")
+    preds = clf(x, y, mode="predict")
+    assert len(preds) == 4 and preds[1]["gt_label"] == 1
+    torch.testing.assert_close(preds[0]["pred_score"].sum(), torch.tensor(1.0))
+    assert clf(x, mode="tensor").shape == (4, 3)
+    with pytest.raises(ValueError, match="mode"):
+        clf(x, y, mode="bogus")
+
+
 def test_classifier_loads_official_checkpoint_through_mmengine(tmp_path):
     """An official-layout ``{'model': ..., 'optimizer': ...}`` file (no ``state_dict``
     entry) loads into ZooClassifier with mmengine's runner loader (``tools/test.py`` path)."""
@@ -102,13 +121,14 @@ def test_classifier_loads_official_checkpoint_through_mmengine(tmp_path):
 
 def test_classification_trains_resumes_and_evaluates(cls_config, tmp_path):
     work = tmp_path / "work"
-    runner = train_tool.main([str(cls_config), "--work-dir", str(work)])
+    no_val = ["val_cfg=None", "val_dataloader=None", "val_evaluator=None"]  # evaluation: tools/test.py below
+    runner = train_tool.main([str(cls_config), "--work-dir", str(work), "--cfg-options", *no_val])
     losses = np.asarray(runner.message_hub.get_scalar("train/loss").data[0])
     assert len(losses) == 3 * 6 and np.isfinite(losses).all()
-    assert losses[-6:].mean() < losses[:6].mean(), losses.round(3)
+    assert losses[-6:].mean() < 0.9 * losses[:6].mean(), losses.round(3)
     assert (work / "epoch_3.pth").is_file()
     runner2 = train_tool.main([str(cls_config), "--work-dir", str(work), "--resume",
-                               "--cfg-options", "train_cfg.max_epochs=4", "train_cfg.val_interval=4"])
+                               "--cfg-options", "train_cfg.max_epochs=4", *no_val])
     assert runner2.epoch == 4 and (work / "epoch_4.pth").is_file()
     metrics = test_tool.main([str(cls_config), str(work / "epoch_4.pth"), "--work-dir", str(tmp_path / "test")])
     assert set(metrics) == {"accuracy/top1", "accuracy/top2"}
