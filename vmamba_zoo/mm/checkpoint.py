@@ -28,6 +28,7 @@ out unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -92,6 +93,12 @@ def mmengine_safe_globals() -> List[Union[Any, Tuple[Any, str]]]:
     return entries
 
 
+def _safe_globals_context(entries: List[Union[Any, Tuple[Any, str]]]) -> Any:
+    """``torch.serialization.safe_globals(entries)`` (torch >= 2.5), else a no-op context."""
+    ctx = getattr(torch.serialization, "safe_globals", None)
+    return ctx(entries) if ctx is not None else contextlib.nullcontext()
+
+
 def register_mmengine_safe_globals() -> None:
     """Allow-list :func:`mmengine_safe_globals` process-wide.
 
@@ -101,7 +108,9 @@ def register_mmengine_safe_globals() -> None:
     It only widens what torch's restricted unpickler accepts by the listed
     mmengine/numpy types; nothing is loaded with ``weights_only=False``.
     """
-    torch.serialization.add_safe_globals(mmengine_safe_globals())
+    add = getattr(torch.serialization, "add_safe_globals", None)
+    if add is not None:  # torch < 2.4 has no allow-list (and loads with weights_only=False by default)
+        add(mmengine_safe_globals())
 
 
 class UnpickledObject(dict):
@@ -141,7 +150,9 @@ def _allowed_globals() -> Dict[str, Any]:
     from torch import _weights_only_unpickler as wou
 
     allowed: Dict[str, Any] = dict(wou._get_allowed_globals())
-    allowed.update(wou._get_user_allowed_globals())
+    user = getattr(wou, "_get_user_allowed_globals", None)  # torch >= 2.4
+    if user is not None:
+        allowed.update(user())
     for entry in mmengine_safe_globals():
         obj, name = entry if isinstance(entry, tuple) else (entry, f"{entry.__module__}.{entry.__qualname__}")
         allowed[name] = obj
@@ -193,12 +204,12 @@ def load_checkpoint_file(filename: str, map_location: Union[str, torch.device] =
     elif "://" in filename:
         from mmengine.runner import CheckpointLoader
 
-        with torch.serialization.safe_globals(mmengine_safe_globals()):
+        with _safe_globals_context(mmengine_safe_globals()):
             return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f"checkpoint file not found: {filename!r}")
     try:
-        with torch.serialization.safe_globals(mmengine_safe_globals()):
+        with _safe_globals_context(mmengine_safe_globals()):
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         foreign: set = set()
