@@ -20,11 +20,12 @@ resolves HistoryBuffer's statistics methods and refuses anything else.
 
 :func:`load_checkpoint_file` additionally reads classification checkpoints of
 the official projects, which pickle training-time objects such as a yacs
-``CfgNode`` (VMamba) or ``argparse.Namespace``: such files are read again with an unpickler that
-accepts the same globals as torch's restricted one and replaces every other
-global by an inert :class:`UnpickledObject` (a dict that records its
-constructor arguments and state), so no foreign code runs and the tensors come
-out unchanged.
+``CfgNode`` (VMamba) or ``argparse.Namespace``: such files are read again with
+an unpickler that accepts the same globals as torch's restricted one and
+replaces every other global by an inert :class:`UnpickledObject` (a dict that
+records its constructor arguments and state), so no foreign code runs and the
+tensors come out unchanged.  :func:`register_checkpoint_loader` makes
+mmengine's ``CheckpointLoader`` (``load_from``, ``--resume``, evaluation) use it.
 """
 from __future__ import annotations
 
