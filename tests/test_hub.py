@@ -249,6 +249,7 @@ def test_every_zoo_model_has_usable_pretrained_cfgs():
 
     names = zoo_models()
     assert names, "no vmamba_zoo model is registered with timm"
+    cache_names = {}
     for arch in names:
         for name in [arch] + [m for m in timm.list_pretrained(arch + ".*")]:
             src = hub.resolve_weight_source(name)
@@ -258,6 +259,15 @@ def test_every_zoo_model_has_usable_pretrained_cfgs():
             assert cfg.license, f"{name}: pretrained cfg needs a license"
             assert cfg.origin_url or cfg.paper_ids, f"{name}: pretrained cfg needs origin_url or paper_ids"
             assert src.filename or src.kind == "hf-hub", name
+            if src.kind == "url":
+                other = cache_names.setdefault(src.filename, src.location)
+                assert other == src.location, f"{name}: {src.location} and {other} share the cache file {src.filename}"
+
+
+def test_url_without_a_file_name_gets_a_per_model_cache_name(cache):
+    url = "https://drive.usercontent.google.com/download?id=abc&export=download"
+    src = hub.resolve_weight_source(MODEL, dict(url=url))
+    assert src.filename == "test_mambaout.pth" and src.cache_path == cache / "test_mambaout.pth"
 
 
 def test_prepare_pretrained_cfg_for_family_create_functions(server, cache, monkeypatch):

@@ -70,6 +70,9 @@ _HASH_PREFIX_RE = re.compile(r"-([a-f0-9]{8,64})\.")
 _NOTE_SHA256_RE = re.compile(r"^sha256[=:]\s*([0-9a-fA-F]{64})$")
 _NOTE_SIZE_RE = re.compile(r"^size[=:]\s*(\d+)$")
 _HF_DEFAULT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: File-name suffixes of weight files; a URL whose last path part has none of them
+#: (``.../download?id=...``) is cached under ``<arch>.<tag>.pth``.
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".tar", ".pkl", ".npz", ".h5")
 
 #: Pickled training-config containers found in official checkpoints.  They are dict
 #: subclasses holding only plain values; they are rebuilt as OrderedDicts.
@@ -196,8 +199,11 @@ def _source_from_cfg(model_name: str, cfg: Mapping[str, Any], cache_dir: Optiona
             url, filename = url
         else:
             filename = os.path.basename(urlparse(url).path)
-        if not filename:
-            raise WeightsError(f"{model_name}: cannot derive a file name from the weights URL {url!r}")
+        if Path(filename).suffix.lower() not in _WEIGHT_SUFFIXES:
+            # e.g. Google Drive's ".../download?id=...": name the cache file after the model instead,
+            # so that different models never share one cache entry
+            arch, tag = cfg.get("architecture") or model_name.split(".", 1)[0], cfg.get("tag")
+            filename = f"{arch}.{tag}.pth" if tag else f"{arch}.pth"
         return WeightSource(kind="url", location=url, filename=filename, hash_prefix=_hash_prefix(filename),
                             cache_path=_timm_cache_dir(cache_dir) / filename, **common)
     if cfg.get("hf_hub_id"):
