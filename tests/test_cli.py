@@ -247,6 +247,11 @@ def test_model_cards_are_up_to_date():
     assert not stale, f"model cards out of date: {stale}; run python tools/make_model_cards.py"
     extra = sorted(p.name for p in (root / "model_cards").glob("*.md") if p not in files and tool.is_generated(p))
     assert not extra, f"cards of unregistered models: {extra}; run python tools/make_model_cards.py"
+    import re
+
+    for path, text in files.items():  # the usage snippets are valid Python
+        for block in re.findall(r"```python\n(.*?)```", text, re.S):
+            compile(block, str(path), "exec")
     card = files[root / "model_cards" / "vmamba_tiny_s1l8.md"]
     for needle in ("| parameters | 30.2 M", "82.6 top-1", "| mit |", "VMambaZooBackbone", "timm.create_model"):
         assert needle in card, needle
