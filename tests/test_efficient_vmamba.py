@@ -122,3 +122,15 @@ def test_pretrained_cfgs_point_to_the_hub_checkpoints():
         assert cfg.url == (f"https://huggingface.co/TerryPei/EfficientVMamba-{size.capitalize()}/resolve/main/"
                            f"efficient_vmamba_{size}.ckpt")
         assert cfg.license == "apache-2.0" and cfg.paper_ids == "arXiv:2403.09977"
+
+
+def test_pretrained_load_from_an_official_format_file(tmp_path):
+    """pretrained=True with a local official-format file: hub loading + conversion + strict load."""
+    torch.manual_seed(0)
+    src = timm.create_model("test_efficient_vmamba", num_classes=1000).eval()
+    path = tmp_path / "efficient_vmamba_test.ckpt"
+    torch.save(_to_official(src.state_dict(), [len(s.blocks) for s in src.stages]), path)
+    model = timm.create_model("test_efficient_vmamba", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), src(x))

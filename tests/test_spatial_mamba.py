@@ -112,3 +112,15 @@ def test_pretrained_cfgs():
         cfg = timm.get_pretrained_cfg(f"spatial_mamba_{size}.in1k")
         assert cfg.url.startswith("https://drive.usercontent.google.com/download?id=")
         assert cfg.license == "apache-2.0" and cfg.paper_ids == "arXiv:2410.15091"
+
+
+def test_pretrained_load_from_an_official_format_file(tmp_path):
+    """pretrained=True with a local official-format file: hub loading + conversion + strict load."""
+    torch.manual_seed(0)
+    src = timm.create_model("test_spatial_mamba", num_classes=1000).eval()
+    path = tmp_path / "spatialmamba_test.pth"
+    torch.save(_to_official(src.state_dict()), path)
+    model = timm.create_model("test_spatial_mamba", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), src(x))

@@ -281,27 +281,26 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: SpatialMamba) -> Dic
     return out
 
 
-#: Google Drive ids of the official ImageNet-1k checkpoints and the cache file name for each.
-_DRIVE = {
-    "spatial_mamba_tiny": ("19kXoqGSTuKKs4AHbdUSrdKZTwTWenLIW", "spatialmamba_tiny.pth"),
-    "spatial_mamba_small": ("1Wb3sYoWLpgmWrmHMYKwdgDwGPZaqM28O", "spatialmamba_small.pth"),
-    "spatial_mamba_base": ("1k8dHp2QRCOqBSgAi36YkhZp_O8LqOPjM", "spatialmamba_base.pth"),
+#: Google Drive ids of the official ImageNet-1k checkpoints (README of the official repository).
+_DRIVE_IDS = {
+    "spatial_mamba_tiny": "19kXoqGSTuKKs4AHbdUSrdKZTwTWenLIW",
+    "spatial_mamba_small": "1Wb3sYoWLpgmWrmHMYKwdgDwGPZaqM28O",
+    "spatial_mamba_base": "1k8dHp2QRCOqBSgAi36YkhZp_O8LqOPjM",
 }
 
 
 def _drive_url(file_id: str) -> str:
+    """Direct-download URL of a public Google Drive file (the hub caches it as ``<arch>.<tag>.pth``)."""
     return f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
 
 
 def _create_spatial_mamba(variant: str, pretrained: bool = False, **kwargs) -> SpatialMamba:
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     if pretrained:
-        overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-        if variant in _DRIVE and not overlay.get("file") and "url" not in overlay:
-            # Drive URLs all end in '/download': give each checkpoint its own cache file name.
-            file_id, filename = _DRIVE[variant]
-            overlay["url"] = (_drive_url(file_id), filename)
-        kwargs["pretrained_cfg"] = prepare_pretrained_cfg(variant, kwargs.pop("pretrained_cfg", None), overlay)
+        # Swin-style training checkpoints ({'model', 'optimizer', 'config', ...}, a pickled yacs
+        # config inside): fetched, verified and read with weights_only=True by the zoo's hub module.
+        kwargs["pretrained_cfg"] = prepare_pretrained_cfg(
+            variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
     model = build_model_with_cfg(
         SpatialMamba, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
@@ -327,9 +326,9 @@ def _cfg(url: str = "", **kwargs) -> Dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
-    "spatial_mamba_tiny.in1k": _cfg(_drive_url(_DRIVE["spatial_mamba_tiny"][0]), notes=("83.5 top-1",)),
-    "spatial_mamba_small.in1k": _cfg(_drive_url(_DRIVE["spatial_mamba_small"][0]), notes=("84.6 top-1",)),
-    "spatial_mamba_base.in1k": _cfg(_drive_url(_DRIVE["spatial_mamba_base"][0]), notes=("85.3 top-1",)),
+    "spatial_mamba_tiny.in1k": _cfg(_drive_url(_DRIVE_IDS["spatial_mamba_tiny"]), notes=("83.5 top-1",)),
+    "spatial_mamba_small.in1k": _cfg(_drive_url(_DRIVE_IDS["spatial_mamba_small"]), notes=("84.6 top-1",)),
+    "spatial_mamba_base.in1k": _cfg(_drive_url(_DRIVE_IDS["spatial_mamba_base"]), notes=("85.3 top-1",)),
     "test_spatial_mamba.untrained": _cfg(input_size=(3, 64, 64), pool_size=(2, 2), paper_ids=None, paper_name=None),
 })
 
