@@ -208,7 +208,13 @@ def is_generated(path: Path) -> bool:
 
 def generate(out_dir: Path = CARDS_DIR) -> Dict[Path, str]:
     """All cards (and the index) as {path: text}; nothing is written."""
-    import vmamba_zoo  # noqa: F401
+    import vmamba_zoo
+
+    imported = Path(vmamba_zoo.__file__).resolve().parent
+    if imported != ROOT / "vmamba_zoo":
+        raise SystemExit(f"vmamba_zoo is imported from {imported}, not from this checkout ({ROOT}); the cards would "
+                         f"describe the other copy. Run `PYTHONPATH={ROOT} python tools/make_model_cards.py` or "
+                         "`pip install -e .` here.")
     from vmamba_zoo.model_info import load_model_table, zoo_models
 
     table = load_model_table()
