@@ -470,9 +470,20 @@ def _demo_restoration(out_dir: Path, device) -> Optional[Dict[str, Any]]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # the demo never downloads
+    try:
+        return _run_demo(args)
+    finally:
+        if previous is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     import torch
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never downloads
     out_dir = Path(args.out)
     device = _device(args.device)
     t_start = time.perf_counter()
