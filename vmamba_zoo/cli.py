@@ -190,8 +190,9 @@ def model_table_rows(include_test: bool, refresh: bool = False, compute_missing:
             row = facts.to_json()
         row = dict(row, weights=hub.weights_status(name))
         rows.append(row)
-    if refresh and computed:
-        save_model_table(computed, keep=load_model_table())
+    if refresh and computed:  # keep the rows of registered models not recomputed here (test_* without --test)
+        registered = set(zoo_models(include_test=True))
+        save_model_table(computed, keep={k: v for k, v in load_model_table().items() if k in registered})
     return rows
 
 
