@@ -198,7 +198,9 @@ def test_ddp_two_processes_on_cpu(coco_config, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            str(ROOT / "tools" / "train.py"), str(coco_config), "--launcher", "pytorch", "--work-dir", str(work),
            "--cfg-options", "train_cfg.max_iters=3", "train_cfg.val_interval=3", "default_hooks.checkpoint.interval=3"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # The workers run tools/train.py as a script: put this checkout first on their path.
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
