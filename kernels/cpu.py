@@ -54,17 +54,28 @@ def linear_recurrence_chunked(
     b = b.unflatten(0, (n_chunks, chunk))
     # 1. local scans from a zero state, all chunks in parallel, and the decay products P_t
     prod = torch.cumprod(a, dim=1)
-    local = [b[:, 0]]
-    for t in range(1, chunk):
-        local.append(torch.addcmul(b[:, t], a[:, t], local[-1]))
-    # 2. carries across chunks: the true state entering chunk c
-    carry = h0 if h0 is not None else torch.zeros_like(local[0][0])
-    incoming = []
-    for c in range(n_chunks):
-        incoming.append(carry)
-        carry = torch.addcmul(local[-1][c], prod[c, -1], carry)
-    local = torch.stack(local, dim=1)
-    incoming = torch.stack(incoming)
+    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b) + ((h0,) if h0 is not None else ()))
+    if recording:  # lists + stack: autograd-friendly
+        local = [b[:, 0]]
+        for t in range(1, chunk):
+            local.append(torch.addcmul(b[:, t], a[:, t], local[-1]))
+        # 2. carries across chunks: the true state entering chunk c
+        carry = h0 if h0 is not None else torch.zeros_like(local[0][0])
+        incoming = []
+        for c in range(n_chunks):
+            incoming.append(carry)
+            carry = torch.addcmul(local[-1][c], prod[c, -1], carry)
+        local = torch.stack(local, dim=1)
+        incoming = torch.stack(incoming)
+    else:  # the same steps written in place into preallocated buffers (no copies)
+        local = torch.empty_like(b)
+        local[:, 0] = b[:, 0]
+        for t in range(1, chunk):
+            torch.addcmul(b[:, t], a[:, t], local[:, t - 1], out=local[:, t])
+        incoming = torch.empty_like(local[:, 0])
+        incoming[0] = h0 if h0 is not None else 0.0
+        for c in range(1, n_chunks):
+            torch.addcmul(local[c - 1, -1], prod[c - 1, -1], incoming[c - 1], out=incoming[c])
     # 3. add the incoming state, decayed
     h_all = torch.addcmul(local, prod, incoming[:, None]).flatten(0, 1)
     return h_all[:length] if pad else h_all

@@ -15,10 +15,14 @@ from torch import nn
 __all__ = ["LayerNorm", "LayerNorm2d"]
 
 
+_AUTOCAST_DEVICES = ("cuda", "cpu", "xpu", "mps")  # (asking autocast about "meta" raises)
+
+
 def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     """``norm`` over the last dimension; in bf16 (fp32 accumulation) under bf16 autocast."""
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+    if (device_type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type)
+            and torch.get_autocast_dtype(device_type) == torch.bfloat16):
         weight = norm.weight.to(torch.bfloat16) if norm.weight is not None else None
         bias = norm.bias.to(torch.bfloat16) if norm.bias is not None else None
         with torch.autocast(device_type, enabled=False):
