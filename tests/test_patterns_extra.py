@@ -266,3 +266,16 @@ def test_sasf_mixer_train_and_eval_agree():
     y_train = m.train()(x)
     with torch.no_grad():
         torch.testing.assert_close(m.eval()(x), y_train, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scan", PATTERNS)
+def test_mixer_bf16_inputs_scan_in_fp32_out(scan):
+    m = _mixer(scan)
+    x = torch.randn(1, m.d_inner, 5, 7)
+    ref = m.forward_core(x)
+    y = m.forward_core(x.bfloat16())
+    assert y.dtype == torch.float32  # "16-bit in, fp32 out", as for cross
+    torch.testing.assert_close(y, ref, rtol=0.05, atol=0.05)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(torch.randn(1, 5, 7, 8))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()

@@ -17,6 +17,8 @@ from .base import ScanPattern, _check_map, _check_routes, register_scan_pattern
 
 __all__ = ["WaveletScan", "wavelet_packet_matrix", "wavelet_packet_2d", "inverse_wavelet_packet_2d"]
 
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
 
 def _wavelet_filters(wavelet: str) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     """Orthogonal analysis filters (dec_lo, dec_hi) of a PyWavelets wavelet name."""
@@ -174,17 +176,22 @@ class WaveletScan(ScanPattern):
         return t.permute(0, 1, 4, 2, 5, 3).reshape(batch, dim, hp, wp)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D, H, W) -> (B, D, Hp, Wp) packet coefficients of the zero-padded map (band-major)."""
+        """(B, D, H, W) -> (B, D, Hp, Wp) packet coefficients of the zero-padded map (band-major).
+
+        16-bit inputs are transformed in float32 and cast back.
+        """
         height, width = x.shape[-2:]
         hp, wp = self.padded_size(height, width)
-        x = F.pad(x, (0, wp - width, 0, hp - height))
-        return wavelet_packet_2d(x, self._matrix(hp, x), self._matrix(wp, x))
+        work = x.float() if x.dtype in _HALF_DTYPES else x
+        work = F.pad(work, (0, wp - width, 0, hp - height))
+        return wavelet_packet_2d(work, self._matrix(hp, work), self._matrix(wp, work)).to(x.dtype)
 
     def inverse_transform(self, coeffs: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """(B, D, Hp, Wp) coefficients -> (B, D, H, W) (inverse transform, padding cropped)."""
+        """(B, D, Hp, Wp) coefficients -> (B, D, H, W) (inverse transform, padding cropped; 16-bit in float32)."""
         hp, wp = coeffs.shape[-2:]
-        x = inverse_wavelet_packet_2d(coeffs, self._matrix(hp, coeffs), self._matrix(wp, coeffs))
-        return x[..., :height, :width]
+        work = coeffs.float() if coeffs.dtype in _HALF_DTYPES else coeffs
+        x = inverse_wavelet_packet_2d(work, self._matrix(hp, work), self._matrix(wp, work))
+        return x[..., :height, :width].to(coeffs.dtype)
 
     # ------------------------------------------------------------- scan/merge
     def scan(self, x: torch.Tensor) -> torch.Tensor:
