@@ -151,3 +151,17 @@ def test_padding_steps_read_zero_and_are_dropped(padded_pattern):
     y = torch.ones_like(xs)
     torch.testing.assert_close(padded_pattern.merge(y, 2, 3), torch.ones(1, 2, 2, 3))
     torch.testing.assert_close(padded_pattern.merge(xs, 2, 3), x)
+
+
+@pytest.mark.parametrize("name", list_scan_patterns())
+def test_caches_made_under_inference_mode_serve_training(name):
+    """A pattern first used under torch.inference_mode (benchmarks, eval) must still train afterwards."""
+    from vmamba_zoo.layers import SS2D
+
+    mixer = SS2D(d_model=4, d_state=1, ssm_ratio=1.0, scan=name, channel_first=True).eval()
+    x = torch.randn(1, 4, 6, 5)
+    with torch.inference_mode():
+        mixer(x)
+    mixer.train()
+    mixer(x.requires_grad_()).sum().backward()
+    assert x.grad is not None

@@ -118,6 +118,12 @@ class ScanPattern(nn.Module):
         hit = self._index_cache.get(key)
         if hit is not None:
             return hit
+        # built as normal tensors even under inference_mode: a cached inference tensor would later be
+        # refused by autograd (gather and the fused kernel save the indices for backward)
+        with torch.inference_mode(False):
+            return self._build_cached_indices(key, height, width, device)
+
+    def _build_cached_indices(self, key, height: int, width: int, device) -> Tuple[torch.Tensor, torch.Tensor, bool]:
         idx = self.build_route_indices(height, width)
         expect = (self.num_routes, self.seq_len(height, width))
         if idx.dtype != torch.long or tuple(idx.shape) != expect:

@@ -155,7 +155,8 @@ class WaveletScan(ScanPattern):
         if mat is None:
             if len(self._mats) >= 32:
                 self._mats.clear()
-            mat = wavelet_packet_matrix(n, self.wavelet, self.levels).to(device=like.device, dtype=like.dtype)
+            with torch.inference_mode(False):  # a normal tensor: usable later with autograd too
+                mat = wavelet_packet_matrix(n, self.wavelet, self.levels).to(device=like.device, dtype=like.dtype)
             self._mats[key] = mat
         return mat
 
