@@ -36,7 +36,7 @@ _FLUSH_EXPONENT = {torch.float32: -80.0, torch.float64: -700.0}
 
 
 def flushed_exp(x: torch.Tensor) -> torch.Tensor:
-    """exp(x) for x <= 0, with results that would be subnormal flushed to 0."""
+    """exp(x), with results that would be subnormal flushed to 0."""
     return torch.exp(x.masked_fill(x < _FLUSH_EXPONENT.get(x.dtype, -80.0), float("-inf")))
 
 
@@ -136,7 +136,7 @@ def selective_scan_chunked(
     per_group = dim // groups
     dt = softplus_delta(delta.to(compute_dtype),
                         None if delta_bias is None else delta_bias.to(compute_dtype), delta_softplus)
-    dt = dt.masked_fill(dt < 1e-30, 0.0)  # softplus of very negative values: subnormal, effectively 0
+    dt = dt.masked_fill(dt.abs() < 1e-30, 0.0)  # e.g. softplus of very negative values: subnormal, effectively 0
     u_f = u.to(compute_dtype)
     A_f = A.to(compute_dtype)
     if reverse:
@@ -158,7 +158,7 @@ def selective_scan_chunked(
     outs, lasts = [], []
     for start in range(0, batch, step):
         sl = slice(start, start + step)
-        log_a = dt_t[:, sl] * A_g  # (L, b, G, P, N), <= 0
+        log_a = dt_t[:, sl] * A_g  # (L, b, G, P, N); <= 0 when Δ >= 0 (softplus) and A <= 0
         a = flushed_exp(log_a)
         bx = (dt_t[:, sl] * u_t[:, sl]) * B_t[:, sl]
         h0 = None if h0_all is None else h0_all[sl]

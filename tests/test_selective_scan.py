@@ -162,6 +162,14 @@ def test_cpu_path_matches_reference(n_state, groups, length, reverse, return_sta
             torch.testing.assert_close(g_ours[name], g_ref[name], rtol=1e-4, atol=1e-4, msg=name)
 
 
+def test_cpu_path_without_softplus_accepts_negative_delta():
+    x = make_inputs(1, 8, 2, 2, 30, torch.float32, device="cpu", with_z=False)
+    args = [x[k].detach() for k in ("u", "delta", "A", "B", "C")]
+    assert (args[1] < 0).any()
+    torch.testing.assert_close(selective_scan(*args, backend="cpu"), selective_scan_ref(*args), rtol=1e-4,
+                               atol=1e-4)
+
+
 def test_cpu_path_bf16_inputs_fp32_out():
     x = make_inputs(1, 8, 4, 1, 70, torch.bfloat16, device="cpu")
     ours = run(selective_scan, x, backend="cpu", out_dtype=torch.float32)
