@@ -3,6 +3,8 @@
 #   make test   the whole test suite
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
+# this checkout's packages first (see tools/setup_env.sh)
+export PYTHONPATH := $(CURDIR)/.paths$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: setup demo test clean-venv-link
 

@@ -72,6 +72,11 @@ if [ ! -f "$VENV/.complete" ]; then
     create_venv
 fi
 ln -sfn "$VENV" "$ROOT/.venv"
+# The Makefile puts .paths first on PYTHONPATH, so this checkout's packages win over the editable
+# install (which points at whichever checkout registered last) in make targets and their subprocesses.
+mkdir -p "$ROOT/.paths"
+ln -sfn ../vmamba_zoo "$ROOT/.paths/vmamba_zoo"
+ln -sfn ../kernels "$ROOT/.paths/vmamba_zoo_kernels"
 # Register this checkout (editable, no dependencies); cheap, and re-points the
 # shared environment at whichever checkout ran setup last.
 if [ "$(cat "$VENV/.checkout" 2>/dev/null)" != "$ROOT" ] || [ "$ROOT/setup.cfg" -nt "$VENV/.checkout" ]; then
