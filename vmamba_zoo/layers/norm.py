@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm", "LayerNorm2d"]
+__all__ = ["LayerNorm", "LayerNorm2d", "make_norm"]
 
 
 _AUTOCAST_DEVICES = ("cuda", "cpu", "xpu", "mps")  # (asking autocast about "meta" raises)
@@ -49,3 +49,8 @@ class LayerNorm2d(nn.LayerNorm):
         if x.dim() != 4:
             raise ValueError(f"LayerNorm2d expects (B, C, H, W), got shape {tuple(x.shape)}")
         return _layer_norm(x.permute(0, 2, 3, 1), self).permute(0, 3, 1, 2)
+
+
+def make_norm(dim: int, channel_first: bool) -> nn.Module:
+    """LayerNorm over ``dim`` channels of a (B, C, H, W) map if ``channel_first``, else of (..., C)."""
+    return LayerNorm2d(dim) if channel_first else LayerNorm(dim)

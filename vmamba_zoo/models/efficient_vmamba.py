@@ -34,7 +34,7 @@ from timm.layers import ClassifierHead, DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..hub import prepare_pretrained_cfg, release_pretrained_state_dict
-from ..layers import SS2D, ChannelLinear, LayerNorm, LayerNorm2d
+from ..layers import SS2D, ChannelLinear, LayerNorm, make_norm
 from ._zoo import ModelFamily, register_family
 from .vmamba import VSSM, PatchEmbed, PatchMerging2D, VSSStage
 
@@ -54,9 +54,6 @@ FAMILY = register_family(ModelFamily(
 ))
 
 
-def _norm(dim: int, channel_first: bool) -> nn.Module:
-    return LayerNorm2d(dim) if channel_first else LayerNorm(dim)
-
 
 class BiAttn(nn.Module):
     """Channel attention of the EVSS block (official ``BiAttn``): ``x * sigmoid(W2 GELU(W1 mean(LN(x))))``.
@@ -72,7 +69,7 @@ class BiAttn(nn.Module):
         if reduced <= 0:
             raise ValueError(f"BiAttn: dim={dim} with act_ratio={act_ratio} leaves no hidden channels")
         self.channel_first = channel_first
-        self.norm = _norm(dim, channel_first)
+        self.norm = make_norm(dim, channel_first)
         self.global_reduce = ChannelLinear(dim, reduced, channel_first=channel_first)
         self.act = nn.GELU()
         self.channel_select = ChannelLinear(reduced, dim, channel_first=channel_first)
@@ -106,7 +103,7 @@ class EVSSBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.channel_first = channel_first
-        self.norm = _norm(dim, channel_first)
+        self.norm = make_norm(dim, channel_first)
         self.op = SS2D(dim, d_state=ssm_d_state, ssm_ratio=ssm_ratio, dt_rank=ssm_dt_rank, d_conv=ssm_conv,
                        conv_bias=ssm_conv_bias, gate=True, dropout=ssm_drop_rate, scan=scan,
                        channel_first=channel_first)
@@ -265,7 +262,7 @@ class EfficientVSSM(VSSM):
             stages.append(VSSStage(ds, blocks))
             self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
-        self.norm = _norm(self.num_features, channel_first)
+        self.norm = make_norm(self.num_features, channel_first)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                    input_fmt=self.output_fmt)
         self.apply(self._init_weights)

@@ -35,7 +35,7 @@ from timm.layers import ClassifierHead, DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..hub import prepare_pretrained_cfg, release_pretrained_state_dict
-from ..layers import SS2D, LayerNorm, LayerNorm2d
+from ..layers import SS2D, LayerNorm, make_norm
 from ._zoo import ModelFamily, register_family
 from .vmamba import VSSM, Mlp, VSSStage
 
@@ -53,9 +53,6 @@ FAMILY = register_family(ModelFamily(
     shrink_kwargs=dict(depths=(1, 1, 1, 1)),
 ))
 
-
-def _norm(dim: int, channel_first: bool) -> nn.Module:
-    return LayerNorm2d(dim) if channel_first else LayerNorm(dim)
 
 
 class ConvNormAct(nn.Module):
@@ -136,12 +133,12 @@ class SpatialMambaBlock(nn.Module):
         super().__init__()
         self.channel_first = channel_first
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm = _norm(dim, channel_first)
+        self.norm = make_norm(dim, channel_first)
         self.op = SS2D(dim, d_state=ssm_d_state, ssm_ratio=ssm_ratio, dt_rank=ssm_dt_rank, d_conv=3, conv_bias=True,
                        gate=True, dropout=ssm_drop_rate, scan=scan, channel_first=channel_first)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.norm2 = _norm(dim, channel_first)
+        self.norm2 = make_norm(dim, channel_first)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=mlp_drop_rate, channel_first=channel_first)
 
     def _cpe(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -232,7 +229,7 @@ class SpatialMamba(VSSM):
             stages.append(VSSStage(ds, blocks))
             self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
-        self.norm = _norm(self.num_features, channel_first)
+        self.norm = make_norm(self.num_features, channel_first)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                    input_fmt=self.output_fmt)
         self.apply(self._init_weights)

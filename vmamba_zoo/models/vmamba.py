@@ -37,7 +37,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from ..hub import prepare_pretrained_cfg, release_pretrained_state_dict
-from ..layers import SS2D, ChannelLinear, LayerNorm, LayerNorm2d
+from ..layers import SS2D, ChannelLinear, LayerNorm, LayerNorm2d, make_norm
 from ._zoo import ModelFamily, register_family
 
 __all__ = ["VSSM", "VSSBlock", "VSSStage", "checkpoint_filter_fn"]
@@ -59,10 +59,6 @@ FAMILY = register_family(ModelFamily(
 ))
 
 
-def _norm(dim: int, channel_first: bool) -> nn.Module:
-    """VMamba's LayerNorm (eps 1e-5) over the channel axis of either layout."""
-    return LayerNorm2d(dim) if channel_first else LayerNorm(dim)
-
 
 def _to_nchw(x: torch.Tensor, channel_first: bool) -> torch.Tensor:
     return x if channel_first else x.permute(0, 3, 1, 2)
@@ -82,7 +78,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.channel_first = channel_first
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
-        self.norm = _norm(dim, channel_first)
+        self.norm = make_norm(dim, channel_first)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(_from_nchw(self.proj(x), self.channel_first))
@@ -103,7 +99,7 @@ class ConvStem(nn.Module):
         self.norm1 = LayerNorm2d(dim // 2)
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(dim // 2, dim, kernel_size=3, stride=2, padding=1)
-        self.norm2 = _norm(dim, channel_first)
+        self.norm2 = make_norm(dim, channel_first)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.norm1(self.conv1(x)))
@@ -119,7 +115,7 @@ class PatchMerging2D(nn.Module):
     def __init__(self, dim: int, out_dim: int, channel_first: bool = False) -> None:
         super().__init__()
         self.channel_first = channel_first
-        self.norm = _norm(4 * dim, channel_first)
+        self.norm = make_norm(4 * dim, channel_first)
         self.reduction = ChannelLinear(4 * dim, out_dim, bias=False, channel_first=channel_first)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +139,7 @@ class ConvDownsample(nn.Module):
             raise ValueError(f"ConvDownsample kernel_size must be 2 (v2) or 3 (v3), got {kernel_size}")
         self.channel_first = channel_first
         self.conv = nn.Conv2d(dim, out_dim, kernel_size=kernel_size, stride=2, padding=kernel_size // 2 if kernel_size == 3 else 0)
-        self.norm = _norm(out_dim, channel_first)
+        self.norm = make_norm(out_dim, channel_first)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(_to_nchw(x, self.channel_first))
@@ -189,14 +185,14 @@ class VSSBlock(nn.Module):
         mlp_drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        self.norm = _norm(dim, channel_first)
+        self.norm = make_norm(dim, channel_first)
         self.op = SS2D(
             dim, d_state=ssm_d_state, ssm_ratio=ssm_ratio, dt_rank=ssm_dt_rank, d_conv=ssm_conv,
             conv_bias=ssm_conv_bias, gate=ssm_gate, dropout=ssm_drop_rate, scan=scan, channel_first=channel_first,
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if mlp_ratio > 0:
-            self.norm2 = _norm(dim, channel_first)
+            self.norm2 = make_norm(dim, channel_first)
             self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=mlp_drop_rate, channel_first=channel_first)
         else:
             self.norm2 = None
@@ -321,7 +317,7 @@ class VSSM(nn.Module):
             stages.append(VSSStage(ds, blocks))
             self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
-        self.norm = _norm(self.num_features, channel_first)
+        self.norm = make_norm(self.num_features, channel_first)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                    input_fmt=self.output_fmt)
         self.apply(self._init_weights)
