@@ -46,7 +46,33 @@ optim_wrapper = dict(optimizer=dict(lr=2e-3))
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3)]
 train_cfg = dict(by_epoch=True, max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, save_best=None))
-custom_hooks = [dict(type='EMAHook', momentum=0.1, priority='ABOVE_NORMAL')]
+custom_hooks = [dict(type='EMAHook', momentum=0.1, priority='ABOVE_NORMAL'), dict(type='RNGStateHook')]
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+"""
+
+# Exact resume: every random draw of the recipe is on (Mixup/CutMix, RandAugment,
+# random erasing, random crops, drop path) at 32 x 32, 3 iterations per epoch.
+RESUME_CFG = """
+_base_ = ['{base}']
+data_root = '{data_root}/'
+model = dict(model_name='test_vmamba', num_classes=3, drop_path_rate=0.2,
+             mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode='batch'))
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, pin_memory=False,
+                        dataset=dict(data_root=data_root, data_prefix=dict(img_path='train'),
+                                     transform=dict(input_size=32, is_training=True, color_jitter=0.4,
+                                                    auto_augment='rand-m9-mstd0.5-inc1', interpolation='bicubic',
+                                                    re_prob=0.25, re_mode='pixel', re_count=1)))
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
+test_dataloader = None
+test_evaluator = None
+test_cfg = None
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3)]
+train_cfg = dict(by_epoch=True, max_epochs=4, val_interval=100)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=-1, save_best=None))
+custom_hooks = [dict(type='EMAHook', momentum=0.1, priority='ABOVE_NORMAL'), dict(type='RNGStateHook')]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 """
 
@@ -133,3 +159,49 @@ def test_classification_trains_resumes_and_evaluates(cls_config, tmp_path):
     metrics = test_tool.main([str(cls_config), str(work / "epoch_4.pth"), "--work-dir", str(tmp_path / "test")])
     assert set(metrics) == {"accuracy/top1", "accuracy/top2"}
     assert 0.0 <= metrics["accuracy/top1"] <= 100.0
+
+
+@pytest.fixture(scope="module")
+def resume_config(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cls_resume")
+    info = data_utils.make_image_folder_dataset(tmp / "data", size=32, per_class=4, split="train", seed=0)
+    path = tmp / "cls_resume_test_vmamba.py"
+    path.write_text(RESUME_CFG.format(base=ROOT / "configs/classification/vmamba-tiny-s1l8_8xb128-300e_in1k.py",
+                                      **info))
+    return path
+
+
+def _load_ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _assert_same_tensors(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{what}: {k}"
+
+
+def test_resume_is_exact(resume_config, tmp_path):
+    """Stopping after epoch 2 of 4 and resuming ends with bit-identical weights, EMA weights
+    and optimizer state; without the stored generator states the runs diverge."""
+    full, part, blind = tmp_path / "full", tmp_path / "part", tmp_path / "blind"
+    train_tool.main([str(resume_config), "--work-dir", str(full)])
+    train_tool.main([str(resume_config), "--work-dir", str(part), "--cfg-options", "train_cfg.max_epochs=2"])
+    ckpt2 = _load_ckpt(part / "epoch_2.pth")
+    assert ckpt2["rng_states"]["world_size"] == 1 and len(ckpt2["rng_states"]["states"]) == 1
+    # The same checkpoint minus the generator states, as mmengine alone would write it.
+    blind.mkdir()
+    del ckpt2["rng_states"]
+    torch.save(ckpt2, blind / "epoch_2.pth")
+    runner = train_tool.main([str(resume_config), "--work-dir", str(part), "--resume"])
+    assert runner.epoch == 4 and runner.iter == 12
+    train_tool.main([str(resume_config), "--work-dir", str(blind), "--resume", str(blind / "epoch_2.pth")])
+
+    ref, resumed, diverged = (_load_ckpt(d / "epoch_4.pth") for d in (full, part, blind))
+    assert ref["meta"]["iter"] == resumed["meta"]["iter"] == 12
+    # state_dict holds the EMA weights (EMAHook swaps them in), ema_state_dict the trained ones.
+    _assert_same_tensors(ref["state_dict"], resumed["state_dict"], "EMA weights")
+    _assert_same_tensors(ref["ema_state_dict"], resumed["ema_state_dict"], "weights")
+    for s_ref, s_res in zip(ref["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
+        _assert_same_tensors(s_ref, s_res, "optimizer state")
+    assert any(not torch.equal(v, diverged["state_dict"][k]) for k, v in ref["state_dict"].items())

@@ -28,8 +28,9 @@ from PIL import Image
 from timm.data import Mixup, create_transform
 from timm.loss import SoftTargetCrossEntropy
 
-from .checkpoint import load_checkpoint_file, unwrap_state_dict
+from . import hooks  # noqa: F401  (registers RNGStateHook, used by the classification configs)
 from .backbone import find_checkpoint_filter_fn
+from .checkpoint import load_checkpoint_file, unwrap_state_dict
 
 __all__ = ["ZooClassifier", "ZooImageFolderDataset", "ZooAccuracy", "IMG_EXTENSIONS"]
 

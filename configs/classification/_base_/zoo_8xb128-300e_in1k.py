@@ -79,7 +79,9 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_best='accuracy/top1'),
     sampler_seed=dict(type='DistSamplerSeedHook'))
-custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL')]
+# RNGStateHook: checkpoints keep the generator states, so --resume repeats the
+# uninterrupted run's Mixup/CutMix, RandAugment, erasing and drop-path draws.
+custom_hooks = [dict(type='EMAHook', momentum=1e-4, priority='ABOVE_NORMAL'), dict(type='RNGStateHook')]
 
 env_cfg = dict(
     cudnn_benchmark=True,

@@ -1,0 +1,146 @@
+"""mmengine hooks of the zoo.
+
+:class:`RNGStateHook` makes ``--resume`` exact.  mmengine 0.10.7 checkpoints
+hold the weights, optimizer, schedulers and message hub but no random-number
+generator state, so a resumed run re-seeds and then draws different Mixup /
+CutMix boxes (numpy), RandAugment ops and random crops (python ``random``),
+random erasing, drop-path masks and DataLoader worker seeds (torch) than the
+uninterrupted run would have.  The hook stores the python, numpy, torch (and
+CUDA) generator states of every rank in the checkpoint and restores them
+when training resumes.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_dist_info
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
+
+__all__ = ["RNGStateHook", "get_rng_state", "set_rng_state"]
+
+_WARNING = 30
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """This process's generator states, in a form ``torch.load(weights_only=True)`` accepts.
+
+    Returns:
+        ``dict(python=random.getstate(), numpy=(name, keys (624,) int64 tensor, pos,
+        has_gauss, cached_gaussian), torch=ByteTensor, cuda=[ByteTensor per device])``.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = dict(python=random.getstate(),
+                 numpy=(name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+                 torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore the states returned by :func:`get_rng_state`."""
+    missing = {"python", "numpy", "torch"} - set(state)
+    if missing:
+        raise ValueError(f"RNG state lacks {sorted(missing)}; expected the output of get_rng_state()")
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) != torch.cuda.device_count():
+            print_log(f"RNGStateHook: the checkpoint has {len(cuda_states)} CUDA generator states, this "
+                      f"process sees {torch.cuda.device_count()} devices; CUDA generators keep their seed",
+                      logger="current", level=_WARNING)
+        else:
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Save the random-number generator states of all ranks in checkpoints; restore them on resume.
+
+    Checkpoint entry: ``checkpoint['rng_states'] = dict(world_size=N, states=[state of rank 0, ...])``
+    (see :func:`get_rng_state`).
+
+    mmengine saves checkpoints on rank 0 only, so in distributed training the
+    states of all ranks are gathered at the end of each training epoch (and,
+    for iteration-based training, at the iterations the ``CheckpointHook``
+    saves), before the ``CheckpointHook`` runs; hence the priority ``'LOW'``
+    (the ``CheckpointHook`` is ``'VERY_LOW'``).  A run resumed with another
+    world size keeps its seeded generators and logs a warning.
+
+    Restoring happens in ``before_train`` (after ``Runner.resume``, which may
+    re-seed), so every draw after the resume point (sampler order aside,
+    which ``DefaultSampler`` derives from seed + epoch) repeats the
+    uninterrupted run's.
+    """
+
+    priority = "LOW"
+
+    def __init__(self) -> None:
+        self._gathered: Optional[List[Dict[str, Any]]] = None
+        self._gathered_iter = -1
+        self._pending: Optional[Dict[str, Any]] = None
+
+    # -- saving ---------------------------------------------------------
+    def _gather(self, runner) -> None:
+        _, world_size = get_dist_info()
+        if world_size > 1:
+            self._gathered = all_gather_object(get_rng_state())
+            self._gathered_iter = runner.iter
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather(runner)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        if get_dist_info()[1] == 1:
+            return
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook) and not hook.by_epoch and (
+                    self.every_n_train_iters(runner, hook.interval) or self.is_last_train_iter(runner)):
+                self._gather(runner)
+                return
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        rank, world_size = get_dist_info()
+        if world_size == 1:
+            states = [get_rng_state()]
+        elif self._gathered is not None and self._gathered_iter == runner.iter:
+            states = list(self._gathered)
+        else:
+            print_log("RNGStateHook: this checkpoint is saved outside the gathering points (epoch ends, "
+                      "CheckpointHook iterations); only rank 0's generator states are stored",
+                      logger="current", level=_WARNING)
+            states = [get_rng_state()]
+        checkpoint["rng_states"] = dict(world_size=world_size, states=states)
+
+    # -- restoring ------------------------------------------------------
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not getattr(runner, "_resume", False):
+            return  # load_from (fine-tuning / evaluation): keep the configured seed
+        saved = checkpoint.get("rng_states")
+        if saved is None:
+            print_log("RNGStateHook: the checkpoint has no generator states (saved without this hook); "
+                      "the resumed run draws different random numbers than an uninterrupted one",
+                      logger="current", level=_WARNING)
+            return
+        rank, world_size = get_dist_info()
+        if saved["world_size"] != world_size or rank >= len(saved["states"]):
+            print_log(f"RNGStateHook: the checkpoint holds the generator states of {saved['world_size']} "
+                      f"process(es), this run has {world_size}; generators keep their seed",
+                      logger="current", level=_WARNING)
+            return
+        self._pending = saved["states"][rank]
+
+    def before_train(self, runner) -> None:
+        if self._pending is not None:
+            set_rng_state(self._pending)
+            self._pending = None
+            print_log("RNGStateHook: restored the generator states of the checkpoint", logger="current")
