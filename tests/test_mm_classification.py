@@ -1,6 +1,11 @@
 """Classification with mmengine: ZooClassifier / ZooImageFolderDataset / ZooAccuracy through
 tools/train.py and tools/test.py, on crops of real photos (cat / coins / galaxies)."""
 import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +224,32 @@ def test_resume_is_exact(resume_config, tmp_path):
     for s_ref, s_res in zip(ref["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
         _assert_same_tensors(s_ref, s_res, "optimizer state")
     assert any(not torch.equal(v, diverged["state_dict"][k]) for k, v in ref["state_dict"].items())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_on_cpu(resume_config, tmp_path):
+    """torchrun, 2 gloo processes: 12 images -> 6 per rank -> 2 iterations (batches of 4 and 2)."""
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           str(ROOT / "tools" / "train.py"), str(resume_config), "--launcher", "pytorch", "--work-dir", str(work),
+           "--cfg-options", "train_cfg.max_epochs=1"]
+    # The workers run tools/train.py as a script: put this checkout first on their path.
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "Distributed training: True" in log and "GPU number: 2" in log, log[-4000:]
+    ckpt = _load_ckpt(work / "epoch_1.pth")
+    assert ckpt["meta"]["iter"] == 2
+    assert ckpt["rng_states"]["world_size"] == 2 and len(ckpt["rng_states"]["states"]) == 2
+    assert "ema_state_dict" in ckpt and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+                                            if v.is_floating_point())
+    scalars = [json.loads(line) for line in next(work.glob("*/vis_data/scalars.json")).read_text().splitlines()]
+    losses = [rec["loss"] for rec in scalars if "loss" in rec]
+    assert len(losses) == 2 and np.isfinite(losses).all(), scalars
