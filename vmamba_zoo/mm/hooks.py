@@ -11,6 +11,7 @@ when training resumes.
 """
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any, Dict, List, Optional
 
@@ -22,9 +23,6 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
 __all__ = ["RNGStateHook", "get_rng_state", "set_rng_state"]
-
-_WARNING = 30
-
 
 def get_rng_state() -> Dict[str, Any]:
     """This process's generator states, in a form ``torch.load(weights_only=True)`` accepts.
@@ -57,7 +55,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         if len(cuda_states) != torch.cuda.device_count():
             print_log(f"RNGStateHook: the checkpoint has {len(cuda_states)} CUDA generator states, this "
                       f"process sees {torch.cuda.device_count()} devices; CUDA generators keep their seed",
-                      logger="current", level=_WARNING)
+                      logger="current", level=logging.WARNING)
         else:
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
 
@@ -109,7 +107,7 @@ class RNGStateHook(Hook):
                 return
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        rank, world_size = get_dist_info()
+        world_size = get_dist_info()[1]
         if world_size == 1:
             states = [get_rng_state()]
         elif self._gathered is not None and self._gathered_iter == runner.iter:
@@ -117,7 +115,7 @@ class RNGStateHook(Hook):
         else:
             print_log("RNGStateHook: this checkpoint is saved outside the gathering points (epoch ends, "
                       "CheckpointHook iterations); only rank 0's generator states are stored",
-                      logger="current", level=_WARNING)
+                      logger="current", level=logging.WARNING)
             states = [get_rng_state()]
         checkpoint["rng_states"] = dict(world_size=world_size, states=states)
 
@@ -129,13 +127,13 @@ class RNGStateHook(Hook):
         if saved is None:
             print_log("RNGStateHook: the checkpoint has no generator states (saved without this hook); "
                       "the resumed run draws different random numbers than an uninterrupted one",
-                      logger="current", level=_WARNING)
+                      logger="current", level=logging.WARNING)
             return
         rank, world_size = get_dist_info()
         if saved["world_size"] != world_size or rank >= len(saved["states"]):
             print_log(f"RNGStateHook: the checkpoint holds the generator states of {saved['world_size']} "
                       f"process(es), this run has {world_size}; generators keep their seed",
-                      logger="current", level=_WARNING)
+                      logger="current", level=logging.WARNING)
             return
         self._pending = saved["states"][rank]
 
