@@ -1,8 +1,12 @@
 """Triton forward and backward selective-scan kernels.
 
-Layout: u, delta, z, out are (batch, dim, L) with unit stride along L; B and C
-are (batch, G, N, L).  One program owns a tile of ``BLOCK_D`` channels of one
-group of one batch row and walks the sequence in chunks of ``BLOCK_L`` steps:
+Layout: u, delta, z, out are (batch, dim, L) and B, C (batch, G, N, L), each
+read and written through its own strides (channel-first, or pixel-major as
+handed over by a channels-last mixer).  With a route index (``GATHER``) step s
+of group g reads position ``idx[g, s]`` of pixel-ordered tensors and the
+outputs of all groups are added onto one merged map (the fused 2-D scan).
+One program owns a tile of ``BLOCK_D`` channels of one group of one batch row
+and walks the sequence in chunks of ``BLOCK_L`` steps:
 
 forward, per chunk and per state n (a runtime loop, so N costs no registers):
     a = exp2(Δ · A_n · log2 e), b = Δ · u · B_n        tiles (BLOCK_D, BLOCK_L)
