@@ -226,6 +226,38 @@ def test_resume_is_exact(resume_config, tmp_path):
     assert any(not torch.equal(v, diverged["state_dict"][k]) for k, v in ref["state_dict"].items())
 
 
+def test_rng_state_round_trip_and_resume_rules(tmp_path):
+    """States survive torch.load(weights_only=True) and reproduce every generator; they are
+    restored only when resuming with the same world size, before training starts."""
+    import random
+    from types import SimpleNamespace
+
+    from vmamba_zoo.mm.hooks import RNGStateHook, get_rng_state, set_rng_state
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    torch.save(get_rng_state(), tmp_path / "rng.pth")
+    first = draws()
+    set_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True))
+    assert draws() == first
+    with pytest.raises(ValueError, match="lacks"):
+        set_rng_state({"torch": torch.get_rng_state()})
+
+    hook = RNGStateHook()
+    ckpt = {}
+    hook.before_save_checkpoint(SimpleNamespace(iter=3), ckpt)
+    assert ckpt["rng_states"]["world_size"] == 1
+    expected = draws()
+    for resume, saved in ((False, ckpt["rng_states"]), (True, dict(ckpt["rng_states"], world_size=2)), (True, None)):
+        hook.after_load_checkpoint(SimpleNamespace(_resume=resume), {"rng_states": saved} if saved else {})
+        hook.before_train(None)
+        assert draws() != expected  # load_from, another world size, no stored states: seeds kept
+    hook.after_load_checkpoint(SimpleNamespace(_resume=True), ckpt)
+    hook.before_train(None)
+    assert draws() == expected
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
