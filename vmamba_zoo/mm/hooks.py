@@ -75,9 +75,18 @@ class RNGStateHook(Hook):
     world size keeps its seeded generators and logs a warning.
 
     Restoring happens in ``before_train`` (after ``Runner.resume``, which may
-    re-seed), so every draw after the resume point (sampler order aside,
-    which ``DefaultSampler`` derives from seed + epoch) repeats the
-    uninterrupted run's.
+    re-seed), so every draw of the main processes after the resume point
+    repeats the uninterrupted run's (``DefaultSampler`` derives its order from
+    seed + epoch, which the resumed epoch counter gives back).
+
+    Limits: DataLoader workers are separate processes.  Non-persistent workers
+    are re-seeded at every epoch (mmengine's ``worker_init_fn``), so resuming
+    repeats their draws; *persistent* workers (``persistent_workers=True``, as
+    in the ImageNet configs) carry their generators across epochs, which no
+    checkpoint holds, so their augmentation draws (crops, RandAugment,
+    erasing) after a resume differ from the uninterrupted run's.  Mixup /
+    CutMix and drop path run in the main process and are restored.  On GPUs,
+    non-deterministic kernels (atomics) make runs differ regardless.
     """
 
     priority = "LOW"
