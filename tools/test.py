@@ -29,7 +29,7 @@ from mmengine.runner import Runner
 
 import vmamba_zoo.mm  # noqa: F401  (registers the zoo's components)
 from vmamba_zoo.mm.checkpoint import register_checkpoint_loader, register_mmengine_safe_globals
-from vmamba_zoo.mm.dist import setup_cpu_distributed
+from vmamba_zoo.mm.dist import setup_cpu_distributed, shutdown_distributed
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -75,4 +75,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        shutdown_distributed()
