@@ -17,7 +17,7 @@ import torch
 from .dispatch import resolve_backend
 from .selective_scan import selective_scan
 
-__all__ = ["selective_scan_routes", "gather_routes", "scatter_routes"]
+__all__ = ["selective_scan_routes", "gather_routes", "scatter_routes", "check_route_map"]
 
 
 def gather_routes(t: torch.Tensor, route_index: torch.Tensor) -> torch.Tensor:
@@ -45,7 +45,28 @@ def scatter_routes(y: torch.Tensor, route_index: torch.Tensor, pixels: int) -> t
     return out.scatter_add(2, flat_idx, y.transpose(1, 2).reshape(batch, channels, -1))
 
 
-def _check(x, delta, A, B, C, D, delta_bias, route_index):
+def check_route_map(route_index: torch.Tensor, pixels: int, what: str = "route_index") -> None:
+    """Raise ``ValueError`` unless every entry of the (K, L) map is -1 or a pixel in [0, pixels) and no
+    route visits a pixel twice (the fused kernel adds each route's output onto its pixels without atomics).
+
+    Reads the map on the host (a device sync for a CUDA map): validate once, when the map is built.
+    """
+    if route_index.numel() == 0:
+        return
+    idx = route_index.detach().to("cpu", torch.int64)
+    low, high = int(idx.min()), int(idx.max())
+    if low < -1 or high >= pixels:
+        raise ValueError(f"{what}: entries must be -1 (padding) or pixels in [0, {pixels}), "
+                         f"found values in [{low}, {high}]")
+    ordered = torch.sort(idx, dim=1).values
+    repeated = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
+    if bool(repeated.any()):
+        route = int(repeated.any(dim=1).nonzero()[0])
+        raise ValueError(f"{what}: route {route} visits a pixel more than once; each route may visit a pixel "
+                         "at most once (split it into two routes)")
+
+
+def _check(x, delta, A, B, C, D, delta_bias, route_index, check_index):
     if x.dim() != 3:
         raise ValueError(f"x must be a pixel-ordered map (batch, D, P), got shape {tuple(x.shape)}")
     if route_index.dim() != 2 or route_index.dtype not in (torch.int32, torch.int64):
@@ -66,8 +87,8 @@ def _check(x, delta, A, B, C, D, delta_bias, route_index):
     for name, t in (("D", D), ("delta_bias", delta_bias)):
         if t is not None and t.shape != (routes * dim,):
             raise ValueError(f"{name} must be (K*D,)={(routes * dim,)}, got {tuple(t.shape)}")
-    if route_index.numel() and int(route_index.max()) >= pixels:
-        raise ValueError(f"route_index points past the map's {pixels} pixels")
+    if check_index:
+        check_route_map(route_index, pixels)
 
 
 def selective_scan_routes(
@@ -84,6 +105,7 @@ def selective_scan_routes(
     backend: str = "auto",
     fused: Optional[bool] = None,
     deterministic: bool = False,
+    check_index: bool = True,
 ) -> torch.Tensor:
     """Selective scan of K routes through one map, merged back onto the map.
 
@@ -95,13 +117,16 @@ def selective_scan_routes(
             route k, or -1 for a padding step (reads zeros, still decays the state).
         backend: as :func:`selective_scan`.
         fused: use the fused Triton kernel (default: when the backend is Triton).
-        deterministic: no float atomics in the backward of dB/dC (the merge of the
-            fused path still adds the K routes atomically).
+        deterministic: no float atomics anywhere in the backward (the fused path merges
+            the routes without atomics in any case).
+        check_index: validate ``route_index`` (entries in range, no pixel twice on one
+            route) on the host, which synchronises with the device; pass False for a map
+            validated once already, such as a :class:`ScanPattern`'s cached route map.
     Returns:
         y: (batch, D, P) float32, ``y[:, :, p] = sum over routes k and steps s with
         route_index[k, s] == p of the route's output``.
     """
-    _check(x, delta, A, B, C, D, delta_bias, route_index)
+    _check(x, delta, A, B, C, D, delta_bias, route_index, check_index)
     resolved = resolve_backend(backend, x.device)
     if fused is None:
         fused = resolved == "triton"

@@ -2,11 +2,18 @@
 
 Layout: u, delta, z, out are (batch, dim, L) and B, C (batch, G, N, L), each
 read and written through its own strides (channel-first, or pixel-major as
-handed over by a channels-last mixer).  With a route index (``GATHER``) step s
-of group g reads position ``idx[g, s]`` of pixel-ordered tensors and the
-outputs of all groups are added onto one merged map (the fused 2-D scan).
-One program owns a tile of ``BLOCK_D`` channels of one group of one batch row
-and walks the sequence in chunks of ``BLOCK_L`` steps:
+handed over by a channels-last mixer).  One program owns a tile of
+``BLOCK_D`` channels of one group of one batch row and walks the sequence in
+chunks of ``BLOCK_L`` steps.
+
+With a route index (``GATHER``) step s of group (route) g reads position
+``idx[g, s]`` of pixel-ordered tensors, and the outputs of all routes are
+added onto one merged map (the fused 2-D scan).  Then one program owns a tile
+of channels of the *shared* map and runs every route over it in turn, adding
+each route's output (forward) and du (backward) onto the merged map with a
+plain read-modify-write: no other program touches those channels and a route
+visits a pixel at most once, so no atomics are needed (a barrier separates
+the routes).
 
 forward, per chunk and per state n (a runtime loop, so N costs no registers):
     a = exp2(Δ · A_n · log2 e), b = Δ · u · B_n        tiles (BLOCK_D, BLOCK_L)
@@ -25,11 +32,12 @@ backward, chunks in reverse order, per state n:
     whose first element receives the carry a_{t+1} G_{t+1} of the next chunk.
     Then dΔ, du, dA, dB, dC, dD, dz and d(delta_bias) follow pointwise with
     a_t h_{t-1} = h_t - b_t.
-dB and dC are reduced over the channel tile before they leave the program:
-with ``deterministic`` each tile writes its own partial row (summed in PyTorch
-afterwards), otherwise the reduced row is atomically added.  dA, dD and
-d(delta_bias) are always per-(batch, channel) partials summed in PyTorch, so
-they are deterministic.
+dB and dC are reduced over the channel tile before they leave the program.
+In the fused (GATHER) backward, and always with ``deterministic``, each tile
+writes its own partial row, summed in PyTorch afterwards (no atomics); else
+(and when tiles x states > 32, e.g. N = 16) the reduced rows are atomically
+added into one buffer.  dA, dD and d(delta_bias) are always per-(batch, channel)
+partials summed in PyTorch.
 
 Accumulation is fp32 throughout; inputs may be fp32, fp16 or bf16.
 Works with Triton 3.x (GPU) and Triton's interpreter (``TRITON_INTERPRET=1``,
@@ -78,7 +86,7 @@ def _softplus(x):
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
     out_ptr, states_ptr, hs_ptr, idx_ptr,
-    dim, L, N, per_group, n_chunks,
+    dim, L, N, per_group, n_chunks, n_routes,
     s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_ob, s_od, s_op,
     s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
@@ -87,19 +95,51 @@ def _scan_fwd_kernel(
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    d0 = pid_d * BLOCK_D
-    g = d0 // per_group
-    offs_d = d0 + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
     offs_n = tl.arange(0, NP)
     mask_n = offs_n < N
     cols = tl.arange(0, BLOCK_L)
-    offs_d64 = offs_d.to(tl.int64)
-    if GATHER:
-        u_rows = offs_d64 % per_group  # route g's channel c reads channel c of the shared map
-    else:
-        u_rows = offs_d64
+    # GATHER: the program owns channels [c0, c0 + BLOCK_D) of the shared map and runs every route over
+    # them in turn, so it alone writes those channels of the merged output (no atomics).  Otherwise it
+    # owns one tile of BLOCK_D rows of one group and n_routes is 1.
+    c_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    for g_loop in range(n_routes):
+        if GATHER:
+            g = g_loop
+            offs_d = g * per_group + c_offs
+            mask_d = c_offs < per_group
+            u_rows = c_offs.to(tl.int64)  # route g's channel c reads channel c of the shared map
+        else:
+            offs_d = c_offs
+            g = (pid_d * BLOCK_D) // per_group
+            mask_d = offs_d < dim
+            u_rows = offs_d.to(tl.int64)
+        offs_d64 = offs_d.to(tl.int64)
+        _fwd_route(
+            u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
+            out_ptr, states_ptr, hs_ptr, idx_ptr,
+            b, g, offs_d, offs_d64, mask_d, u_rows, offs_n, mask_n, cols,
+            dim, L, N, n_chunks,
+            s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_ob, s_od, s_op,
+            s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
+            BLOCK_D, BLOCK_L, NP, HAS_D, HAS_Z, HAS_BIAS, HAS_H0, SOFTPLUS, REVERSE, RETURN_STATES, GATHER,
+        )
+        if GATHER:
+            tl.debug_barrier()  # the next route reads back what this one added to the merged output
 
+
+@triton.jit
+def _fwd_route(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
+    out_ptr, states_ptr, hs_ptr, idx_ptr,
+    b, g, offs_d, offs_d64, mask_d, u_rows, offs_n, mask_n, cols,
+    dim, L, N, n_chunks,
+    s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_ob, s_od, s_op,
+    s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+    SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr, GATHER: tl.constexpr,
+):
+    """One route (or one row tile) of the forward: all chunks of rows ``offs_d`` of batch row ``b``."""
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     if HAS_D:
@@ -112,19 +152,7 @@ def _scan_fwd_kernel(
 
     for c in range(n_chunks):
         s = c * BLOCK_L + cols
-        mask_l = s < L
-        if GATHER:
-            # route g's step s reads pixel idx[g, s] of the pixel-ordered maps; -1 is a padding pixel:
-            # it reads zeros but remains a step (it decays the state by exp(softplus(delta_bias) A))
-            pos = tl.load(idx_ptr + g * L + s, mask=mask_l, other=-1)
-            mask_p = pos >= 0
-            pos = tl.where(mask_p, pos, 0)
-        else:
-            mask_p = mask_l
-            if REVERSE:
-                pos = L - 1 - s
-            else:
-                pos = s
+        pos, mask_l, mask_p = _chunk_positions(idx_ptr, g, s, L, GATHER, REVERSE)
         mstep = mask_d[:, None] & mask_l[None, :]  # steps of the sequence (not the tail of the last chunk)
         m2 = mask_d[:, None] & mask_p[None, :]  # elements that exist in memory
         u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, mask=m2, other=0.0).to(tl.float32)
@@ -162,11 +190,32 @@ def _scan_fwd_kernel(
             if HAS_Z:
                 zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :] * s_zp, mask=m2, other=0.0).to(tl.float32)
                 y = y * zz / (1.0 + tl.exp(-zz))
-            if GATHER:  # merge: the routes' outputs are summed onto their pixels
-                tl.atomic_add(out_ptr + b * s_ob + u_rows[:, None] * s_od + pos[None, :] * s_op, y, mask=m2)
+            if GATHER:  # merge: add onto the pixels (this program alone owns these channels; a route
+                # visits a pixel at most once, so no two lanes of one chunk touch the same element)
+                o_ptrs = out_ptr + b * s_ob + u_rows[:, None] * s_od + pos[None, :] * s_op
+                tl.store(o_ptrs, tl.load(o_ptrs, mask=m2, other=0.0) + y, mask=m2)
             else:
                 tl.store(out_ptr + b * s_ob + offs_d64[:, None] * s_od + pos[None, :] * s_op, y.to(out_ptr.dtype.element_ty),
                          mask=m2)
+
+
+@triton.jit
+def _chunk_positions(idx_ptr, g, s, L, GATHER: tl.constexpr, REVERSE: tl.constexpr):
+    """Memory positions of steps ``s`` of route/group ``g``: (pos, step exists, element exists)."""
+    mask_l = s < L
+    if GATHER:
+        # route g's step s reads pixel idx[g, s] of the pixel-ordered maps; -1 is a padding pixel:
+        # it reads zeros but remains a step (it decays the state by exp(softplus(delta_bias) A))
+        pos = tl.load(idx_ptr + g * L + s, mask=mask_l, other=-1)
+        mask_p = pos >= 0
+        pos = tl.where(mask_p, pos, 0)
+    else:
+        mask_p = mask_l
+        if REVERSE:
+            pos = L - 1 - s
+        else:
+            pos = s
+    return pos, mask_l, mask_p
 
 
 @triton.jit
@@ -174,30 +223,73 @@ def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, states_ptr,
     dout_ptr, dlast_ptr, idx_ptr,
     du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr,
-    dim, L, P, N, per_group, n_chunks, n_dtiles,
+    dim, L, P, N, per_group, n_chunks, n_routes, tiles_per_group,
     s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
     s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
-    DETERMINISTIC: tl.constexpr, GATHER: tl.constexpr,
+    PARTIALS: tl.constexpr, GATHER: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    d0 = pid_d * BLOCK_D
-    g = d0 // per_group
-    offs_d = d0 + tl.arange(0, BLOCK_D)
-    mask_d = offs_d < dim
     offs_n = tl.arange(0, NP)
     mask_n = offs_n < N
     cols = tl.arange(0, BLOCK_L)
-    offs_d64 = offs_d.to(tl.int64)
-    if GATHER:
-        u_rows = offs_d64 % per_group  # route g's channel c reads channel c of the shared map
-    else:
-        u_rows = offs_d64
-    st_mask = mask_d[:, None] & mask_n[None, :]
+    c_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    n_groups = dim // per_group
+    for g_loop in range(n_routes):  # as in the forward: GATHER runs every route over its channel tile
+        if GATHER:
+            g = g_loop
+            offs_d = g * per_group + c_offs
+            mask_d = c_offs < per_group
+            u_rows = c_offs.to(tl.int64)
+            tile = pid_d
+        else:
+            offs_d = c_offs
+            g = (pid_d * BLOCK_D) // per_group
+            mask_d = offs_d < dim
+            u_rows = offs_d.to(tl.int64)
+            tile = pid_d % tiles_per_group
+        if PARTIALS:
+            # partial rows (batch, G, tiles_per_group, N, P), one per channel tile, summed afterwards
+            dB_base = dB_ptr + ((b * n_groups + g) * tiles_per_group + tile) * N * P
+            dC_base = dC_ptr + ((b * n_groups + g) * tiles_per_group + tile) * N * P
+        else:
+            # fp32 accumulators shaped like B / C: (batch, G, N, P), contiguous
+            dB_base = dB_ptr + (b * n_groups + g) * N * P
+            dC_base = dC_ptr + (b * n_groups + g) * N * P
+        _bwd_route(
+            u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, states_ptr,
+            dout_ptr, dlast_ptr, idx_ptr,
+            du_ptr, ddelta_ptr, dA_ptr, dB_base, dC_base, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr,
+            b, g, offs_d.to(tl.int64), offs_d, mask_d, u_rows, offs_n, mask_n, cols,
+            dim, L, P, N, n_chunks,
+            s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
+            s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
+            BLOCK_D, BLOCK_L, NP, HAS_D, HAS_Z, HAS_BIAS, HAS_H0, HAS_DLAST, SOFTPLUS, REVERSE, RETURN_STATES,
+            PARTIALS, GATHER,
+        )
+        if GATHER:
+            tl.debug_barrier()  # the next route reads back what this one added to du
 
+
+@triton.jit
+def _bwd_route(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, states_ptr,
+    dout_ptr, dlast_ptr, idx_ptr,
+    du_ptr, ddelta_ptr, dA_ptr, dB_base, dC_base, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr,
+    b, g, offs_d64, offs_d, mask_d, u_rows, offs_n, mask_n, cols,
+    dim, L, P, N, n_chunks,
+    s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
+    s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+    HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
+    PARTIALS: tl.constexpr, GATHER: tl.constexpr,
+):
+    """One route (or one row tile) of the backward: chunks in reverse order, rows ``offs_d`` of batch row ``b``."""
+    st_mask = mask_d[:, None] & mask_n[None, :]
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     if HAS_D:
@@ -212,32 +304,11 @@ def _scan_bwd_kernel(
     dA1_acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)  # used when N == 1
     dD_acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
-    if DETERMINISTIC:
-        # partial rows (batch, n_dtiles, N, L), one per channel tile
-        dB_base = dB_ptr + (b * n_dtiles + pid_d) * N * P
-        dC_base = dC_ptr + (b * n_dtiles + pid_d) * N * P
-    else:
-        # fp32 accumulators shaped like B / C: (batch, G, N, L), contiguous
-        n_groups = dim // per_group
-        dB_base = dB_ptr + (b * n_groups + g) * N * P
-        dC_base = dC_ptr + (b * n_groups + g) * N * P
 
     for ci in range(n_chunks):
         c = n_chunks - 1 - ci
         s = c * BLOCK_L + cols
-        mask_l = s < L
-        if GATHER:
-            # route g's step s reads pixel idx[g, s] of the pixel-ordered maps; -1 is a padding pixel:
-            # it reads zeros but remains a step (it decays the state by exp(softplus(delta_bias) A))
-            pos = tl.load(idx_ptr + g * L + s, mask=mask_l, other=-1)
-            mask_p = pos >= 0
-            pos = tl.where(mask_p, pos, 0)
-        else:
-            mask_p = mask_l
-            if REVERSE:
-                pos = L - 1 - s
-            else:
-                pos = s
+        pos, mask_l, mask_p = _chunk_positions(idx_ptr, g, s, L, GATHER, REVERSE)
         mstep = mask_d[:, None] & mask_l[None, :]  # steps of the sequence (not the tail of the last chunk)
         m2 = mask_d[:, None] & mask_p[None, :]  # elements that exist in memory
         u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, mask=m2, other=0.0).to(tl.float32)
@@ -290,7 +361,7 @@ def _scan_bwd_kernel(
                 e = dy * C_n[None, :]
                 y_pre += h * C_n[None, :]
                 dC_row = tl.sum(dy * h, axis=0)
-                if DETERMINISTIC:
+                if PARTIALS:
                     tl.store(dC_base + n * P + pos, dC_row, mask=mask_p)
                 else:
                     tl.atomic_add(dC_base + n * P + pos, dC_row, mask=mask_p)
@@ -310,7 +381,7 @@ def _scan_bwd_kernel(
             else:
                 dA_acc += tl.where(sel, tl.sum(G * dt * ah_prev, axis=1)[:, None], 0.0)
             dB_row = tl.sum(G * dtu, axis=0)
-            if DETERMINISTIC:
+            if PARTIALS:
                 tl.store(dB_base + n * P + pos, dB_row, mask=mask_p)
             else:
                 tl.atomic_add(dB_base + n * P + pos, dB_row, mask=mask_p)
@@ -322,8 +393,9 @@ def _scan_bwd_kernel(
             ddt = tl.where(raw > 20.0, ddt, ddt / (1.0 + tl.exp(-raw)))
         ddt = tl.where(mstep, ddt, 0.0)
         dbias_acc += ddt
-        if GATHER:  # every route adds its du onto the shared map's pixel
-            tl.atomic_add(du_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, du, mask=m2)
+        if GATHER:  # every route adds its du onto the shared map's pixel (this program owns the channels)
+            du_ptrs = du_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up
+            tl.store(du_ptrs, tl.load(du_ptrs, mask=m2, other=0.0) + du, mask=m2)
             tl.store(ddelta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp,
                      ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
         else:
@@ -340,6 +412,8 @@ def _scan_bwd_kernel(
         tl.store(dD_ptr + pd, tl.sum(dD_acc, axis=1), mask=mask_d)
     if HAS_BIAS:
         tl.store(dbias_ptr + pd, tl.sum(dbias_acc, axis=1), mask=mask_d)
+
+
 
 
 def _dense(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -395,7 +469,12 @@ def scan_fwd(
         out = torch.empty(batch, dim, length, device=u.device, dtype=out_dtype)
         y_arg, hs_arg = out, states
     dummy = states
-    grid = (triton.cdiv(dim, block_d), batch)
+    if gather:  # one program per channel tile of the shared map, running every route in turn
+        grid = (triton.cdiv(per_group, block_d), batch)
+        n_routes = dim // per_group
+    else:
+        grid = (triton.cdiv(dim, block_d), batch)
+        n_routes = 1
     _scan_fwd_kernel[grid](
         u, delta, A, B, C,
         D.contiguous() if D is not None else dummy,
@@ -403,7 +482,7 @@ def scan_fwd(
         delta_bias.contiguous() if delta_bias is not None else dummy,
         initial_state.float().contiguous() if initial_state is not None else dummy,
         y_arg, states, hs_arg, route_index if gather else states,
-        dim, length, n_state, per_group, n_chunks,
+        dim, length, n_state, per_group, n_chunks, n_routes,
         *_strides(u, 3), *_strides(delta, 3), *_strides(z, 3),
         *(_strides(out, 3) if not return_states else (0, 0, 0)),
         *_strides(B, 4), *_strides(C, 4),
@@ -439,7 +518,11 @@ def scan_bwd(
     block_d, block_l, num_warps = tiles.bwd_block_d, tiles.block_l, tiles.bwd_warps
     n_chunks = triton.cdiv(length, block_l)
     assert chunk_states.shape[2] == n_chunks, "forward and backward chunking differ"
-    n_dtiles = triton.cdiv(dim, block_d)
+    tiles_per_group = triton.cdiv(per_group, block_d)
+    # dB / dC: each channel tile writes its own partial rows (no atomics, deterministic) unless that
+    # buffer would be large (many tiles x states); then rows are added atomically into one buffer.  (H100: partials
+    # made the fused backward faster, but the channel-first one slower: 3.50 -> 4.16 ms at 128,384,G4,N1,3136)
+    partials = deterministic or (gather and tiles_per_group * n_state <= 32)
     f32 = dict(device=u.device, dtype=torch.float32)
     u, delta, z = _dense(u), _dense(delta), _dense(z)
     du = torch.zeros_like(u, dtype=torch.float32) if gather else torch.empty_like(u)
@@ -450,14 +533,19 @@ def scan_bwd(
     dh0 = torch.empty(batch, dim, n_state, **f32)
     dD_part = torch.empty(batch, dim, **f32) if D is not None else None
     dbias_part = torch.empty(batch, dim, **f32) if delta_bias is not None else None
-    if deterministic:
-        dB_buf = torch.zeros(batch, n_dtiles, n_state, pixels, **f32)
-        dC_buf = torch.zeros(batch, n_dtiles, n_state, pixels, **f32)
+    if partials:  # a route need not visit every pixel: rows start at zero
+        dB_buf = torch.zeros(batch, groups, tiles_per_group, n_state, pixels, **f32)
+        dC_buf = torch.zeros(batch, groups, tiles_per_group, n_state, pixels, **f32)
     else:
         dB_buf = torch.zeros(batch, groups, n_state, pixels, **f32)
         dC_buf = torch.zeros(batch, groups, n_state, pixels, **f32)
     dummy = dA_part
-    grid = (n_dtiles, batch)
+    if gather:
+        grid = (tiles_per_group, batch)
+        n_routes = groups
+    else:
+        grid = (triton.cdiv(dim, block_d), batch)
+        n_routes = 1
     _scan_bwd_kernel[grid](
         u, delta, A.contiguous(), B, C,
         D.contiguous() if D is not None else dummy,
@@ -472,7 +560,7 @@ def scan_bwd(
         dz if dz is not None else du,
         dbias_part if dbias_part is not None else dummy,
         dh0,
-        dim, length, pixels, n_state, per_group, n_chunks, n_dtiles,
+        dim, length, pixels, n_state, per_group, n_chunks, n_routes, tiles_per_group,
         *_strides(u, 3), *_strides(delta, 3), *_strides(z, 3),
         *(_strides(dout, 3) if not return_states else (0, 0, 0)),
         *_strides(B, 4), *_strides(C, 4),
@@ -480,12 +568,10 @@ def scan_bwd(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_H0=initial_state is not None, HAS_DLAST=dlast is not None,
         SOFTPLUS=delta_softplus, REVERSE=reverse, RETURN_STATES=return_states,
-        DETERMINISTIC=deterministic, GATHER=gather, num_warps=num_warps,
+        PARTIALS=partials, GATHER=gather, num_warps=num_warps,
     )
-    if deterministic:
-        tiles_per_group = n_dtiles // groups
-        dB_buf = dB_buf.view(batch, groups, tiles_per_group, n_state, pixels).sum(2)
-        dC_buf = dC_buf.view(batch, groups, tiles_per_group, n_state, pixels).sum(2)
+    if partials:
+        dB_buf, dC_buf = dB_buf.sum(2), dC_buf.sum(2)
     dA = dA_part.sum(0)
     dD = dD_part.sum(0) if dD_part is not None else None
     dbias = dbias_part.sum(0) if dbias_part is not None else None

@@ -71,9 +71,59 @@ def test_padding_steps_decay_but_read_nothing():
 
 def test_route_index_errors():
     x = torch.zeros(1, 2, 4)
-    with pytest.raises(ValueError, match="route_index points past"):
+    with pytest.raises(ValueError, match=r"entries must be -1 \(padding\) or pixels in \[0, 4\)"):
         selective_scan_routes(x, torch.zeros(1, 2, 4), torch.zeros(2, 1), torch.zeros(1, 1, 1, 4),
                               torch.zeros(1, 1, 1, 4), route_index=torch.tensor([[0, 1, 2, 4]]))
+    with pytest.raises(ValueError, match="route 0 visits a pixel more than once"):
+        selective_scan_routes(x, torch.zeros(1, 2, 4), torch.zeros(2, 1), torch.zeros(1, 1, 1, 4),
+                              torch.zeros(1, 1, 1, 4), route_index=torch.tensor([[0, 1, 1, -1]]))
     with pytest.raises(ValueError, match=r"delta must be \(batch, K\*D, P\)"):
         selective_scan_routes(x, torch.zeros(1, 3, 4), torch.zeros(2, 1), torch.zeros(1, 1, 1, 4),
                               torch.zeros(1, 1, 1, 4), route_index=torch.tensor([[0, 1, 2, 3]]))
+
+
+def test_route_map_checked_once_when_built():
+    """A pattern's route map is validated when built (no per-call device sync); a bad one is refused."""
+    from vmamba_zoo.scan import ScanPattern
+
+    class Repeats(ScanPattern):
+        num_routes = 1
+        is_gather = True
+
+        def build_route_indices(self, height, width):
+            return torch.zeros(1, height * width, dtype=torch.long)
+
+    with pytest.raises(ValueError, match="visits a pixel more than once"):
+        Repeats(4).route_indices(2, 2)
+    cross = get_scan_pattern_cls("cross")(4)
+    idx32 = cross.route_indices(3, 4, dtype=torch.int32)
+    assert idx32.dtype == torch.int32 and idx32 is cross.route_indices(3, 4, dtype=torch.int32)
+    assert torch.equal(idx32.long(), cross.route_indices(3, 4))
+
+
+@pytest.mark.parametrize("scan", ["cross", "atrous"])
+def test_fused_routes_several_channel_tiles(scan):
+    """Maps wider than one channel tile: each program runs every route over its tile and merges without
+    atomics; output and all gradients equal the materialising path."""
+    torch.manual_seed(2)
+    batch, dim, height, width, n = 2, 48, 5, 6, 1
+    pattern = get_scan_pattern_cls(scan)(dim)
+    route_index = pattern.route_indices(height, width)
+    routes, pixels = route_index.shape[0], height * width
+    x = torch.randn(batch, pixels, dim, device=DEVICE).transpose(1, 2).requires_grad_()  # pixel-major
+    delta = (torch.randn(batch, pixels, routes * dim, device=DEVICE) * 0.5).transpose(1, 2).requires_grad_()
+    A = (-torch.rand(routes * dim, n, device=DEVICE) - 0.5).requires_grad_()
+    B = torch.randn(batch, routes, n, pixels, device=DEVICE, requires_grad=True)
+    C = torch.randn(batch, routes, n, pixels, device=DEVICE, requires_grad=True)
+    D = torch.randn(routes * dim, device=DEVICE, requires_grad=True)
+    bias = torch.randn(routes * dim, device=DEVICE, requires_grad=True)
+    inputs = [x, delta, A, B, C, D, bias]
+    fused = selective_scan_routes(*inputs, True, route_index=route_index, backend="triton", fused=True)
+    ref = selective_scan_routes(*inputs, True, route_index=route_index, backend="cpu",
+                                fused=False)
+    torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-5)
+    grad = torch.randn_like(ref)
+    g_fused = torch.autograd.grad((fused * grad).sum(), inputs)
+    g_ref = torch.autograd.grad((ref * grad).sum(), inputs)
+    for name, a, b in zip(["x", "delta", "A", "B", "C", "D", "bias"], g_fused, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)

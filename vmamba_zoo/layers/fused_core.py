@@ -10,7 +10,9 @@ Because ``x_proj`` and ``dt_projs`` act on each pixel, they can run on the map
 in pixel order instead; the kernel then gathers each route's steps through the
 pattern's route index and adds every output straight onto the merged map, so
 neither (B, K, D, L) tensor exists.  For a padding step (index -1) both paths
-read zeros, so Δ there is softplus(delta_bias) in both.
+read zeros, so Δ there is softplus(delta_bias) in both.  Δ itself (K*D values
+per pixel, the widest tensor of the core) is not kept for the backward: the
+backward recomputes it from the K*R-wide ``dt_rank`` features with one GEMM.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vmamba_zoo_kernels import selective_scan_routes
+from vmamba_zoo_kernels.dispatch import resolve_backend
+from vmamba_zoo_kernels.ops import selective_scan_routes_projected_triton
 
 __all__ = ["ss2d_core_fused", "can_fuse"]
 
@@ -56,7 +60,7 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
     batch, dim, height, width = x.shape
     pattern = mixer.scan_pattern
     n, r = mixer.d_state, mixer.dt_rank
-    route_index = pattern.route_indices(height, width, x.device)
+    route_index = pattern.route_indices(height, width, x.device, dtype=torch.int32)  # validated when built
     routes = route_index.shape[0]
     pixels = height * width
     width_dbl = r + 2 * n
@@ -64,11 +68,18 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
     x_dbl = F.linear(x_pm, mixer.x_proj_weight.reshape(routes * width_dbl, dim).to(x.dtype))
     x_dbl = x_dbl.view(batch, pixels, routes, width_dbl)
     dt_weight = torch.block_diag(*mixer.dt_projs_weight.to(x.dtype))  # (K*D, K*R)
-    dts = F.linear(x_dbl[..., :r].reshape(batch, pixels, routes * r), dt_weight)  # (B, P, K*D)
+    dt_in = x_dbl[..., :r].reshape(batch, pixels, routes * r)
     bs = x_dbl[..., r:r + n].permute(0, 2, 3, 1)  # (B, K, N, P) views, no copies
     cs = x_dbl[..., r + n:].permute(0, 2, 3, 1)
-    y = selective_scan_routes(
-        x_pm.transpose(1, 2), dts.transpose(1, 2), -torch.exp(mixer.A_logs.float()), bs, cs, mixer.Ds.float(),
-        mixer.dt_projs_bias.float().reshape(-1), True, route_index=route_index, backend=backend,
-        fused=True if backend == "triton" else None)  # (B, D, P) with pixel-major strides
+    A = -torch.exp(mixer.A_logs.float())
+    Ds, dt_bias = mixer.Ds.float(), mixer.dt_projs_bias.float().reshape(-1)
+    x_map = x_pm.transpose(1, 2)  # (B, D, P) with pixel-major strides
+    if resolve_backend(backend, x.device) == "triton":
+        # Δ = dt_in @ dt_weight.T (B, P, K*D) is made inside and recomputed in the backward, not saved
+        y = selective_scan_routes_projected_triton(x_map, dt_in, dt_weight, A, bs, cs, Ds, dt_bias, route_index,
+                                                   True, False)
+    else:
+        dts = F.linear(dt_in, dt_weight)  # (B, P, K*D)
+        y = selective_scan_routes(x_map, dts.transpose(1, 2), A, bs, cs, Ds, dt_bias, True, route_index=route_index,
+                                  backend=backend, fused=False, check_index=False)
     return y.view(batch, dim, height, width)

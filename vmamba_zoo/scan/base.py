@@ -50,10 +50,12 @@ State fusion (``fuses_states = True``)
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple, Type, TypeVar
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Type, TypeVar
 
 import torch
 from torch import nn
+
+from vmamba_zoo_kernels.routes import check_route_map
 
 __all__ = [
     "ScanPattern",
@@ -67,6 +69,15 @@ _SCAN_PATTERNS: Dict[str, Type["ScanPattern"]] = {}
 _T = TypeVar("_T", bound=Type["ScanPattern"])
 
 _MAX_CACHED_MAPS = 16
+
+
+class _RouteMaps(NamedTuple):
+    """One map size's cached route maps."""
+
+    index: torch.Tensor  # (K, L) int64, -1 = padding step
+    safe: torch.Tensor  # (K, L) int64, padding steps point at the extra zero slot H*W
+    has_pad: bool
+    index32: torch.Tensor  # (K, L) int32, as the fused kernel reads it
 
 
 class ScanPattern(nn.Module):
@@ -93,7 +104,7 @@ class ScanPattern(nn.Module):
         if dim <= 0:
             raise ValueError(f"{type(self).__name__}: dim must be positive, got {dim}")
         self.dim = int(dim)
-        self._index_cache: Dict[Tuple[int, int, str], Tuple[torch.Tensor, torch.Tensor, bool]] = {}
+        self._index_cache: Dict[Tuple[int, int, str], _RouteMaps] = {}
 
     # ------------------------------------------------------------------ maps
     def seq_len(self, height: int, width: int) -> int:
@@ -108,11 +119,22 @@ class ScanPattern(nn.Module):
         """
         raise NotImplementedError(f"scan pattern {self.name!r} has no route index map (is_gather={self.is_gather})")
 
-    def route_indices(self, height: int, width: int, device: Optional[torch.device] = None) -> torch.Tensor:
-        """Cached route map (K, L) int64 on ``device``; see :meth:`build_route_indices`."""
-        return self._cached_indices(height, width, device)[0]
+    def route_indices(self, height: int, width: int, device: Optional[torch.device] = None,
+                      dtype: torch.dtype = torch.int64) -> torch.Tensor:
+        """Cached route map (K, L) on ``device``; see :meth:`build_route_indices`.
 
-    def _cached_indices(self, height: int, width: int, device) -> Tuple[torch.Tensor, torch.Tensor, bool]:
+        ``dtype`` may be ``torch.int64`` (default) or ``torch.int32`` (what the fused kernel reads; cached
+        too, so a forward pass launches no conversion).  The map was validated when it was built: every
+        entry is -1 or a pixel of the map, and no route visits a pixel twice.
+        """
+        maps = self._cached_indices(height, width, device)
+        if dtype == torch.int64:
+            return maps.index
+        if dtype == torch.int32:
+            return maps.index32
+        raise ValueError(f"route_indices: dtype must be torch.int64 or torch.int32, got {dtype}")
+
+    def _cached_indices(self, height: int, width: int, device) -> "_RouteMaps":
         device = torch.device("cpu") if device is None else torch.device(device)
         key = (int(height), int(width), str(device))
         hit = self._index_cache.get(key)
@@ -123,17 +145,18 @@ class ScanPattern(nn.Module):
         with torch.inference_mode(False):
             return self._build_cached_indices(key, height, width, device)
 
-    def _build_cached_indices(self, key, height: int, width: int, device) -> Tuple[torch.Tensor, torch.Tensor, bool]:
+    def _build_cached_indices(self, key, height: int, width: int, device) -> "_RouteMaps":
         idx = self.build_route_indices(height, width)
         expect = (self.num_routes, self.seq_len(height, width))
         if idx.dtype != torch.long or tuple(idx.shape) != expect:
             raise RuntimeError(
                 f"scan pattern {self.name!r} built a route map of {tuple(idx.shape)} {idx.dtype}, "
                 f"expected {expect} torch.int64")
+        check_route_map(idx, height * width, f"scan pattern {self.name!r}")
         has_pad = bool((idx < 0).any())
         # padding steps read (and write) one extra zero slot at position H*W
         safe = torch.where(idx < 0, torch.full_like(idx, height * width), idx)
-        entry = (idx.to(device), safe.to(device), has_pad)
+        entry = _RouteMaps(idx.to(device), safe.to(device), has_pad, idx.to(device=device, dtype=torch.int32))
         if len(self._index_cache) >= _MAX_CACHED_MAPS:
             self._index_cache.clear()
         self._index_cache[key] = entry
@@ -150,7 +173,8 @@ class ScanPattern(nn.Module):
         """
         _check_map(x, self.name)
         batch, dim, height, width = x.shape
-        _, safe, has_pad = self._cached_indices(height, width, x.device)
+        maps = self._cached_indices(height, width, x.device)
+        safe, has_pad = maps.safe, maps.has_pad
         flat = x.reshape(batch, dim, height * width)
         if has_pad:
             flat = torch.nn.functional.pad(flat, (0, 1))
@@ -168,7 +192,8 @@ class ScanPattern(nn.Module):
             steps that read it.
         """
         batch, routes, dim, length = _check_routes(y, self, height, width)
-        _, safe, has_pad = self._cached_indices(height, width, y.device)
+        maps = self._cached_indices(height, width, y.device)
+        safe, has_pad = maps.safe, maps.has_pad
         src = y.transpose(1, 2).reshape(batch, dim, routes * length)
         out = y.new_zeros(batch, dim, height * width + int(has_pad))
         out = out.index_add(2, safe.reshape(-1), src)
