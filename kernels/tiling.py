@@ -47,11 +47,14 @@ def pick_tiles(dim: int, per_group: int, length: int, n_state: int, pixel_major:
         fbd, bl, fw, bbd, bw = (int(v) for v in override.split(","))
         return Tiles(bl, _largest_pow2_divisor(per_group, fbd), fw, _largest_pow2_divisor(per_group, bbd), bw)
     if pixel_major:
-        # H100 sweeps of the fused kernel (cross, D=96, 56x56, batch 128; each program runs every route over
-        # its channel tile): 64-step chunks; forward 16 channels x 2 warps 1.39 ms (32 x 8 warps: 1.96 ms),
-        # backward 8 channels x 2 warps 3.92 ms (32 x 8 warps: 4.19 ms)
+        # H100 sweeps of the fused kernel (cross, batch 128; each program runs every route over its channel
+        # tile), 64-step chunks.  Forward: 16 channels x 2 warps, 1.40 / 0.72 / 0.36 / 0.16 ms at
+        # D96 56x56 / D192 28x28 / D384 14x14 / D768 7x7 (32 x 8 warps: 1.94 / 0.80 / 0.43 / 0.22).
+        # Backward: 8 channels x 2 warps on long routes (3.90 ms at 56x56; 16 channels: 4.70), 16 channels
+        # x 2 warps on short ones (1.10 / 0.56 ms at 14x14 / 7x7; 8 channels: 1.33 / 0.78).
         block_l = min(64, max(16, _next_pow2(length)))
-        return Tiles(block_l, _largest_pow2_divisor(per_group, 16), 2, _largest_pow2_divisor(per_group, 8), 2)
+        bwd_bd = 8 if length >= 2048 else 16
+        return Tiles(block_l, _largest_pow2_divisor(per_group, 16), 2, _largest_pow2_divisor(per_group, bwd_bd), 2)
     # H100 sweep (tools/tune_scan.py, benchmarks/scan_tune_h100.txt): 256-step chunks; one or more rows
     # per warp keeps reductions along time inside a warp
     block_l = min(256, max(16, _next_pow2(length)))

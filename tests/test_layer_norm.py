@@ -87,3 +87,15 @@ def test_zoo_norms_use_triton_on_cuda_and_match_torch(monkeypatch):
     assert y.dtype == torch.bfloat16
     ref = F.layer_norm(x.permute(0, 2, 3, 1).bfloat16().float(), (96,), norm.weight, norm.bias)
     torch.testing.assert_close(y.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_triton_layer_norm_compiles_fullgraph():
+    from vmamba_zoo_kernels.layer_norm import layer_norm_triton
+
+    x = torch.randn(10, 32, device=DEVICE, requires_grad=True)
+    w = torch.randn(32, device=DEVICE, requires_grad=True)
+    compiled = torch.compile(lambda t: layer_norm_triton(t, w, None, 1e-5), fullgraph=True, backend="aot_eager")
+    y = compiled(x)
+    torch.testing.assert_close(y, F.layer_norm(x, (32,), w, None, 1e-5), rtol=1e-5, atol=1e-5)
+    y.sum().backward()
+    assert x.grad is not None and w.grad is not None
