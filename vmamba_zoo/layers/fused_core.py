@@ -24,6 +24,8 @@ from vmamba_zoo_kernels import selective_scan_routes
 from vmamba_zoo_kernels.dispatch import resolve_backend
 from vmamba_zoo_kernels.ops import selective_scan_routes_projected_triton
 
+from .param_cache import cached_derived
+
 __all__ = ["ss2d_core_fused", "can_fuse"]
 
 
@@ -65,13 +67,15 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
     pixels = height * width
     width_dbl = r + 2 * n
     x_pm = x.permute(0, 2, 3, 1).reshape(batch, pixels, dim)  # pixel-major; a view for channels-last input
-    x_dbl = F.linear(x_pm, mixer.x_proj_weight.reshape(routes * width_dbl, dim).to(x.dtype))
-    x_dbl = x_dbl.view(batch, pixels, routes, width_dbl)
-    dt_weight = torch.block_diag(*mixer.dt_projs_weight.to(x.dtype))  # (K*D, K*R)
+    x_proj_weight, dt_weight, A = cached_derived(  # reused across inference calls (see param_cache)
+        mixer, ("fused_core", x.dtype), [mixer.x_proj_weight, mixer.dt_projs_weight, mixer.A_logs], lambda: (
+            mixer.x_proj_weight.reshape(routes * width_dbl, dim).to(x.dtype),
+            torch.block_diag(*mixer.dt_projs_weight.to(x.dtype)),  # (K*D, K*R)
+            -torch.exp(mixer.A_logs.float())))
+    x_dbl = F.linear(x_pm, x_proj_weight).view(batch, pixels, routes, width_dbl)
     dt_in = x_dbl[..., :r].reshape(batch, pixels, routes * r)
     bs = x_dbl[..., r:r + n].permute(0, 2, 3, 1)  # (B, K, N, P) views, no copies
     cs = x_dbl[..., r + n:].permute(0, 2, 3, 1)
-    A = -torch.exp(mixer.A_logs.float())
     Ds, dt_bias = mixer.Ds.float(), mixer.dt_projs_bias.float().reshape(-1)
     x_map = x_pm.transpose(1, 2)  # (B, D, P) with pixel-major strides
     if resolve_backend(backend, x.device) == "triton":

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .param_cache import cached_derived
+
 __all__ = ["LayerNorm", "LayerNorm2d", "make_norm"]
 
 
@@ -49,8 +51,10 @@ def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
             from vmamba_zoo_kernels.layer_norm import layer_norm_triton
 
             return layer_norm_triton(x, norm.weight, norm.bias, norm.eps)
-        weight = norm.weight.to(torch.bfloat16) if norm.weight is not None else None
-        bias = norm.bias.to(torch.bfloat16) if norm.bias is not None else None
+        params = [p for p in (norm.weight, norm.bias) if p is not None]
+        weight, bias = cached_derived(norm, "bf16", params, lambda: (
+            norm.weight.to(torch.bfloat16) if norm.weight is not None else None,
+            norm.bias.to(torch.bfloat16) if norm.bias is not None else None))
         with torch.autocast(device_type, enabled=False):
             return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
     if not autocast_on and _use_triton(x, norm):

@@ -1,0 +1,51 @@
+"""Derived-parameter cache: reused only while autograd is off and the parameters are unchanged."""
+import torch
+from torch import nn
+
+from vmamba_zoo.layers.norm import LayerNorm
+from vmamba_zoo.layers.param_cache import cached_derived
+
+
+def test_cache_reuses_until_a_parameter_changes():
+    lin = nn.Linear(3, 2)
+    calls = []
+
+    def make():
+        calls.append(1)
+        return lin.weight.to(torch.bfloat16)
+
+    with torch.no_grad():
+        first = cached_derived(lin, "w", [lin.weight], make)
+        assert cached_derived(lin, "w", [lin.weight], make) is first and len(calls) == 1
+        lin.weight.add_(1.0)  # in-place update (optimizer step, load_state_dict): new version
+        second = cached_derived(lin, "w", [lin.weight], make)
+    assert len(calls) == 2
+    torch.testing.assert_close(second, lin.weight.detach().to(torch.bfloat16))
+    with torch.inference_mode():
+        cached_derived(lin, "w", [lin.weight], make)
+    assert len(calls) == 2
+    lin.weight.data = torch.zeros(2, 3)  # new storage
+    with torch.no_grad():
+        assert float(cached_derived(lin, "w", [lin.weight], make).abs().sum()) == 0.0
+
+
+def test_cache_is_bypassed_with_autograd_on():
+    lin = nn.Linear(3, 2)
+    out = cached_derived(lin, "w", [lin.weight], lambda: lin.weight * 2)
+    assert out.requires_grad
+    out.sum().backward()
+    assert lin.weight.grad is not None
+    with torch.no_grad():
+        cached_derived(lin, "w", [lin.weight], lambda: lin.weight * 2)
+    again = cached_derived(lin, "w", [lin.weight], lambda: lin.weight * 2)
+    assert again.requires_grad  # not the cached no-grad tensor
+
+
+def test_layer_norm_under_bf16_autocast_follows_weight_updates():
+    norm = LayerNorm(8)
+    x = torch.randn(4, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = norm(x)
+        norm.weight.mul_(2.0)
+        after = norm(x)
+    torch.testing.assert_close(after.float(), before.float() * 2, rtol=1e-2, atol=1e-2)

@@ -1,0 +1,42 @@
+"""Reuse tensors derived from parameters (dtype casts, block-diagonal stacks) across inference calls.
+
+Each forward under bf16 autocast would otherwise re-cast the same fp32
+parameters and re-build the same derived weights: a handful of tiny kernels
+per block whose cost is host time (tens of microseconds each), which decides
+the speed of a model whose late stages are host-bound.  While autograd is off
+(``torch.no_grad`` / ``torch.inference_mode``) the result is kept per module
+and key and reused until one of its parameters changes: an in-place update
+(optimizer step, ``load_state_dict``) bumps the parameter's version, a move or
+cast gives it new storage or dtype.  With autograd on it is always recomputed,
+so gradients flow as usual.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Callable, Dict, Hashable, Sequence, Tuple, TypeVar
+
+import torch
+from torch import nn
+
+__all__ = ["cached_derived"]
+
+_T = TypeVar("_T")
+_CACHES: "weakref.WeakKeyDictionary[nn.Module, Dict[Hashable, Tuple[tuple, object]]]" = weakref.WeakKeyDictionary()
+
+
+def _stamp(params: Sequence[torch.Tensor]) -> tuple:
+    return tuple((p._version, p.data_ptr(), p.dtype, p.device, tuple(p.shape)) for p in params)
+
+
+def cached_derived(module: nn.Module, key: Hashable, params: Sequence[torch.Tensor], make: Callable[[], _T]) -> _T:
+    """``make()``, cached on ``module`` under ``key`` while autograd is off and ``params`` are unchanged."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return make()
+    cache = _CACHES.setdefault(module, {})
+    stamp = _stamp(params)
+    hit = cache.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    value = make()
+    cache[key] = (stamp, value)
+    return value
