@@ -90,14 +90,14 @@ def throughput_section(model: str, benchmarks: List[Tuple[str, Dict[str, Any]]])
         train = results.get("train_bf16") or {}
         rows.append(f"| {env['device_name']} | {st['batch_size']} × {st['img_size']}² | {cell('infer_fp32')} | "
                     f"{cell('infer_bf16')} | {cell('train_bf16')} | {_fmt(train.get('peak_mem_gib'), 2)} | "
-                    f"torch {env['torch']}, triton {env['triton'] or '–'} | `benchmarks/{fname}` |")
+                    f"torch {env['torch']}, triton {env['triton'] or '–'} | {env.get('date', '–')[:16]} | `benchmarks/{fname}` |")
     if not rows:
         return ["Not measured yet: no file in `benchmarks/` covers this model. Measure with",
                 "`python tools/bench_models.py " + model + " --out benchmarks/<gpu>.json` and regenerate the cards."]
     return ["Images/s (higher is better); training = forward + backward under bf16 autocast, no optimizer; "
             "peak memory of the training step.", "",
-            "| device | batch × size | inference fp32 | inference bf16 | training bf16 | peak GiB | software | file |",
-            "|---|---|---|---|---|---|---|---|"] + rows
+            "| device | batch × size | inference fp32 | inference bf16 | training bf16 | peak GiB | software | measured | file |",
+            "|---|---|---|---|---|---|---|---|---|"] + sorted(rows, key=lambda r: r.split(" | ")[-2], reverse=True)
 
 
 def make_card(model: str, table: Dict[str, Dict[str, Any]], benchmarks: List[Tuple[str, Dict[str, Any]]]) -> str:
