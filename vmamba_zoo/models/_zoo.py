@@ -1,12 +1,16 @@
-"""Metadata of the zoo's model families (for listing, CLIs and generic tests)."""
+"""Metadata of the zoo's model families (for listing, CLIs and generic tests) and their shared builders."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import timm
+from timm.models import build_model_with_cfg
+from torch import nn
 
-__all__ = ["ModelFamily", "MODEL_FAMILIES", "register_family", "list_zoo_models"]
+from ..hub import prepare_pretrained_cfg, release_pretrained_state_dict
+
+__all__ = ["ModelFamily", "MODEL_FAMILIES", "register_family", "list_zoo_models", "create_zoo_model", "stage_dims"]
 
 
 @dataclass(frozen=True)
@@ -60,3 +64,36 @@ def list_zoo_models(family: Optional[str] = None, pretrained: bool = False) -> L
     for fam in families:
         names.extend(timm.list_models(module=fam.module, pretrained=pretrained))
     return sorted(set(names))
+
+
+def stage_dims(dims: Union[int, Sequence[int]], num_stages: int) -> List[int]:
+    """Per-stage widths: an int C means (C, 2C, 4C, ...); a sequence must have one entry per stage."""
+    if isinstance(dims, int):
+        return [dims * 2 ** i for i in range(num_stages)]
+    dims = list(dims)
+    if len(dims) != num_stages:
+        raise ValueError(f"dims ({len(dims)} entries) and depths ({num_stages} entries) must have the same length")
+    return dims
+
+
+def create_zoo_model(model_cls: Callable[..., nn.Module], variant: str, pretrained: bool,
+                     filter_fn: Callable, **kwargs) -> nn.Module:
+    """``build_model_with_cfg`` for a zoo family (feature getter, ``out_indices`` default (0, 1, 2, 3)).
+
+    With ``pretrained``, the zoo's hub fetches, verifies and safely reads the official file (training
+    checkpoints that pickle configs, which timm's weights-only loaders refuse) and hands timm its state
+    dict, so ``filter_fn``, in_chans/num_classes adaptation and the strict load still apply; the dict
+    is dropped from the model's pretrained_cfg afterwards.
+    """
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    if pretrained:
+        kwargs["pretrained_cfg"] = prepare_pretrained_cfg(
+            variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
+    model = build_model_with_cfg(
+        model_cls, variant, pretrained,
+        pretrained_filter_fn=filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
+    release_pretrained_state_dict(model)
+    return model

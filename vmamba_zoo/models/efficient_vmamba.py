@@ -31,11 +31,10 @@ from torch import nn
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-from ..hub import prepare_pretrained_cfg, release_pretrained_state_dict
 from ..layers import SS2D, ChannelLinear, LayerNorm, make_norm
-from ._zoo import ModelFamily, register_family
+from ._zoo import ModelFamily, create_zoo_model, register_family, stage_dims
 from .vmamba import VSSM, PatchEmbed, PatchMerging2D, VSSStage
 
 __all__ = ["EfficientVSSM", "EVSSBlock", "BiAttn", "InvertedResidual", "checkpoint_filter_fn"]
@@ -223,11 +222,7 @@ class EfficientVSSM(VSSM):
         # VSSM's timm API methods, which need stem/stages/norm/head/channel_first/output_fmt.
         nn.Module.__init__(self)
         num_stages = len(depths)
-        if isinstance(dims, int):
-            dims = [dims * 2 ** i for i in range(num_stages)]
-        dims = list(dims)
-        if len(dims) != num_stages:
-            raise ValueError(f"dims ({len(dims)} entries) and depths ({num_stages} entries) must have the same length")
+        dims = stage_dims(dims, num_stages)
         if not 0 <= num_ssm_stages <= num_stages:
             raise ValueError(f"num_ssm_stages must be in [0, {num_stages}], got {num_ssm_stages}")
         self.num_classes = num_classes
@@ -324,20 +319,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: EfficientVSSM) -> Di
 
 
 def _create_efficient_vssm(variant: str, pretrained: bool = False, **kwargs) -> EfficientVSSM:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    if pretrained:
-        # The Hub files are Lightning-style training checkpoints; the zoo's hub module fetches
-        # them by URL, verifies them and reads them with weights_only=True.
-        kwargs["pretrained_cfg"] = prepare_pretrained_cfg(
-            variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
-    model = build_model_with_cfg(
-        EfficientVSSM, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
-    release_pretrained_state_dict(model)
-    return model
+    return create_zoo_model(EfficientVSSM, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 _HF = "https://huggingface.co/TerryPei/EfficientVMamba-{}/resolve/main/efficient_vmamba_{}.ckpt"

@@ -32,11 +32,10 @@ from torch import nn
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-from ..hub import prepare_pretrained_cfg, release_pretrained_state_dict
 from ..layers import SS2D, LayerNorm, make_norm
-from ._zoo import ModelFamily, register_family
+from ._zoo import ModelFamily, create_zoo_model, register_family, stage_dims
 from .vmamba import VSSM, Mlp, VSSStage
 
 __all__ = ["SpatialMamba", "SpatialMambaBlock", "SpatialMambaStem", "SpatialMambaDownsample", "checkpoint_filter_fn"]
@@ -199,11 +198,7 @@ class SpatialMamba(VSSM):
         # VSSM's timm API methods, which need stem/stages/norm/head/channel_first/output_fmt.
         nn.Module.__init__(self)
         num_stages = len(depths)
-        if isinstance(dims, int):
-            dims = [dims * 2 ** i for i in range(num_stages)]
-        dims = list(dims)
-        if len(dims) != num_stages:
-            raise ValueError(f"dims ({len(dims)} entries) and depths ({num_stages} entries) must have the same length")
+        dims = stage_dims(dims, num_stages)
         self.num_classes = num_classes
         self.channel_first = channel_first
         self.output_fmt = "NCHW" if channel_first else "NHWC"
@@ -292,20 +287,7 @@ def _drive_url(file_id: str) -> str:
 
 
 def _create_spatial_mamba(variant: str, pretrained: bool = False, **kwargs) -> SpatialMamba:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    if pretrained:
-        # Swin-style training checkpoints ({'model', 'optimizer', 'config', ...}, a pickled yacs
-        # config inside): fetched, verified and read with weights_only=True by the zoo's hub module.
-        kwargs["pretrained_cfg"] = prepare_pretrained_cfg(
-            variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
-    model = build_model_with_cfg(
-        SpatialMamba, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
-    release_pretrained_state_dict(model)
-    return model
+    return create_zoo_model(SpatialMamba, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(url: str = "", **kwargs) -> Dict[str, Any]:

@@ -33,12 +33,11 @@ from torch import nn
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..hub import prepare_pretrained_cfg, release_pretrained_state_dict
 from ..layers import SS2D, ChannelLinear, LayerNorm, LayerNorm2d, make_norm
-from ._zoo import ModelFamily, register_family
+from ._zoo import ModelFamily, create_zoo_model, register_family, stage_dims
 
 __all__ = ["VSSM", "VSSBlock", "VSSStage", "checkpoint_filter_fn"]
 
@@ -274,11 +273,7 @@ class VSSM(nn.Module):
     ) -> None:
         super().__init__()
         num_stages = len(depths)
-        if isinstance(dims, int):
-            dims = [dims * 2 ** i for i in range(num_stages)]
-        dims = list(dims)
-        if len(dims) != num_stages:
-            raise ValueError(f"dims ({len(dims)} entries) and depths ({num_stages} entries) must have the same length")
+        dims = stage_dims(dims, num_stages)
         if stem not in ("v1", "v2"):
             raise ValueError(f"stem must be 'v1' or 'v2', got {stem!r}")
         if downsample not in ("v1", "v2", "v3"):
@@ -498,23 +493,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: VSSM) -> Dict[str, t
 
 
 def _create_vssm(variant: str, pretrained: bool = False, **kwargs) -> VSSM:
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    if pretrained:
-        # Official checkpoints pickle a yacs config (refused by timm's weights-only file/URL
-        # loaders) and carry 'model_ema' next to 'model' (timm would pick the EMA).  The hub
-        # module fetches, verifies and safely reads the file and hands timm the 'model'
-        # state dict, so that checkpoint_filter_fn, in_chans/num_classes adaptation and the
-        # strict load still apply.
-        kwargs["pretrained_cfg"] = prepare_pretrained_cfg(
-            variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
-    model = build_model_with_cfg(
-        VSSM, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
-    release_pretrained_state_dict(model)
-    return model
+    # official files pickle a yacs config and carry 'model_ema' beside 'model' (timm's loader would pick
+    # the EMA); the hub hands timm 'model'
+    return create_zoo_model(VSSM, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 _RELEASE = "https://github.com/MzeroMiko/VMamba/releases/download/%23"

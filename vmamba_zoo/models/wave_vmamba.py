@@ -23,9 +23,9 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-from ._zoo import ModelFamily, register_family
+from ._zoo import ModelFamily, create_zoo_model, register_family
 from .vmamba import _V2, VSSM, checkpoint_filter_fn
 
 __all__ = ["WAVE_V2"]
@@ -54,13 +54,7 @@ def _create_wave_vmamba(variant: str, pretrained: bool = False, **kwargs) -> VSS
             f"Create it with pretrained=False, or initialise it from its cross-scan twin's checkpoint "
             f"(identical parameter names), e.g. model.load_state_dict(timm.create_model('vmamba_tiny_s1l8', "
             f"pretrained=True).state_dict()).")
-    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
-    return build_model_with_cfg(
-        VSSM, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **kwargs,
-    )
+    return create_zoo_model(VSSM, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
