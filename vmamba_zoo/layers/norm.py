@@ -17,7 +17,7 @@ from vmamba_zoo_kernels.layer_norm import layer_norm_triton, supports_triton_lay
 
 from .param_cache import cached_derived
 
-__all__ = ["LayerNorm", "LayerNorm2d", "make_norm"]
+__all__ = ["LayerNorm", "LayerNorm2d", "make_norm", "use_triton_layer_norm"]
 
 
 _AUTOCAST_DEVICES = ("cuda", "cpu", "xpu", "mps")  # (asking autocast about "meta" raises)
@@ -30,7 +30,8 @@ _TRITON_MAX_CHANNELS = 256
 _TRITON_MIN_ELEMENTS = 1 << 23
 
 
-def _use_triton(x: torch.Tensor, norm: nn.LayerNorm) -> bool:
+def use_triton_layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> bool:
+    """Whether ``norm`` over ``x`` runs the Triton kernel: CUDA, Triton, many rows of few channels."""
     if not x.is_cuda or x.shape[-1] > _TRITON_MAX_CHANNELS or x.numel() < _TRITON_MIN_ELEMENTS:
         return False
     return triton_available() and supports_triton_layer_norm(x, norm.normalized_shape)
@@ -48,7 +49,7 @@ def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     bf16_autocast = autocast_on and torch.get_autocast_dtype(device_type) == torch.bfloat16
     if bf16_autocast:
         x = x.to(torch.bfloat16)
-    if (bf16_autocast or not autocast_on) and _use_triton(x, norm):
+    if (bf16_autocast or not autocast_on) and use_triton_layer_norm(x, norm):
         return layer_norm_triton(x, norm.weight, norm.bias, norm.eps)
     if bf16_autocast:
         params = [p for p in (norm.weight, norm.bias) if p is not None]

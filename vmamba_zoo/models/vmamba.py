@@ -37,6 +37,7 @@ from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import SS2D, ChannelLinear, LayerNorm, LayerNorm2d, make_norm
+from ..layers.fused_block import fast_branches_apply, mixer_branch, mlp_branch
 from ._zoo import ModelFamily, create_zoo_model, register_family, stage_dims
 
 __all__ = ["VSSM", "VSSBlock", "VSSStage", "checkpoint_filter_fn"]
@@ -165,7 +166,14 @@ class VSSBlock(nn.Module):
 
     ``mlp_ratio <= 0`` drops the MLP (v0).  Input/output (B, H, W, C), or
     (B, C, H, W) with ``channel_first``.
+
+    On CUDA, a channels-last block in the v2 configuration runs each branch as
+    one unit (:mod:`vmamba_zoo.layers.fused_block`: one autograd node with a
+    written-out backward); set ``use_fast_branches = False`` (class or instance
+    attribute) to run the modules one by one.
     """
+
+    use_fast_branches: bool = True
 
     def __init__(
         self,
@@ -198,6 +206,12 @@ class VSSBlock(nn.Module):
             self.mlp = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_fast_branches and fast_branches_apply(self, x):
+            # each branch as one unit (one autograd node when training): same arithmetic, less host time
+            x = x + self.drop_path(mixer_branch(self, x))
+            if self.mlp is not None:
+                x = x + self.drop_path(mlp_branch(self, x))
+            return x
         x = x + self.drop_path(self.op(self.norm(x)))
         if self.mlp is not None:
             x = x + self.drop_path(self.mlp(self.norm2(x)))

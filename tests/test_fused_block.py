@@ -1,0 +1,114 @@
+"""The one-node branches of a VSS block (vmamba_zoo.layers.fused_block) equal the module path.
+
+Output and the gradient of the input and of every parameter, in fp32 and under bf16 autocast, with the
+LayerNorms in PyTorch's kernel and in the Triton kernel.  The Triton kernels run through Triton's
+interpreter on CPU (natively on CUDA).
+"""
+import pytest
+import torch
+
+import vmamba_zoo.layers.fused_block as fused_block
+from vmamba_zoo.layers.fused_block import fast_branches_apply, mixer_branch, mlp_branch
+from vmamba_zoo.models.vmamba import VSSBlock
+from vmamba_zoo_kernels.dispatch import triton_available
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+
+
+def _v2_block(dim=8, conv_bias=False, scan="cross", seed=0):
+    torch.manual_seed(seed)
+    block = VSSBlock(dim, ssm_d_state=1, ssm_ratio=2.0, ssm_conv_bias=conv_bias, ssm_gate=False, scan=scan,
+                     mlp_ratio=4.0).to(DEVICE)
+    with torch.no_grad():  # non-trivial norms, skip and bias
+        for p in block.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.3)
+    return block
+
+
+def _grads(fn, x, params):
+    out = fn(x)
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out.device)
+    grads = torch.autograd.grad((out.float() * weight).sum(), [x] + params)
+    return out, grads
+
+
+@pytest.mark.parametrize("triton_norm", [False, True])
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("conv_bias,scan", [(False, "cross"), (True, "bi")])
+def test_branches_match_modules(monkeypatch, triton_norm, bf16, conv_bias, scan):
+    if triton_norm:  # take the Triton LayerNorm for every norm (on CPU it runs through the interpreter)
+        monkeypatch.setattr(fused_block, "use_triton_layer_norm", lambda x, norm: True)
+    block = _v2_block(conv_bias=conv_bias, scan=scan)
+    x = torch.randn(2, 5, 6, 8, device=DEVICE, requires_grad=True)
+    tol = dict(rtol=3e-2, atol=3e-2) if bf16 else dict(rtol=2e-4, atol=2e-5)
+    for fast, reference, params in (
+            (mixer_branch, lambda t: block.op(block.norm(t)), [p for n, p in block.named_parameters()
+                                                              if n.startswith(("norm.", "op."))]),
+            (mlp_branch, lambda t: block.mlp(block.norm2(t)), [p for n, p in block.named_parameters()
+                                                              if n.startswith(("norm2.", "mlp."))])):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=bf16):
+            got, got_grads = _grads(lambda t: fast(block, t), x, params)
+            ref, ref_grads = _grads(reference, x, params)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        torch.testing.assert_close(got.float(), ref.float(), **tol)
+        for g, r, p in zip(got_grads, ref_grads, [x] + params):
+            assert g.dtype == p.dtype and g.shape == p.shape
+            # bf16 gradients of the sums over all pixels (weights, biases) compare in norm
+            err = (g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)
+            assert err < (3e-2 if bf16 else 1e-4), (fast.__name__, tuple(p.shape), float(err))
+
+
+def test_inference_branches_match_modules():
+    block = _v2_block(seed=3).eval()
+    x = torch.randn(2, 4, 7, 8, device=DEVICE)
+    with torch.no_grad():
+        for _ in range(2):  # the second call reuses the cached weight casts
+            torch.testing.assert_close(mixer_branch(block, x), block.op(block.norm(x)), rtol=2e-4, atol=2e-5)
+            torch.testing.assert_close(mlp_branch(block, x), block.mlp(block.norm2(x)), rtol=2e-4, atol=2e-5)
+        block.op.in_proj.weight.mul_(0.5)  # an in-place update must not be hidden by the cache
+        torch.testing.assert_close(mixer_branch(block, x), block.op(block.norm(x)), rtol=2e-4, atol=2e-5)
+
+
+def test_fast_path_applies_only_to_the_v2_configuration():
+    x = torch.randn(1, 4, 4, 8, device=DEVICE)
+    v2 = _v2_block()
+    gated = VSSBlock(8, ssm_d_state=1, ssm_gate=True, mlp_ratio=4.0).to(DEVICE)
+    channel_first = VSSBlock(8, ssm_d_state=1, ssm_gate=False, channel_first=True).to(DEVICE)
+    assert fast_branches_apply(v2, x) == (x.is_cuda and triton_available())
+    assert not fast_branches_apply(gated, x)
+    assert not fast_branches_apply(channel_first, x.permute(0, 3, 1, 2))
+    with torch.autocast(DEVICE, dtype=torch.float16, enabled=DEVICE == "cuda"):
+        if DEVICE == "cuda":  # fp16 autocast keeps PyTorch's fp32 LayerNorm policy: module path
+            assert not fast_branches_apply(v2, x)
+    with pytest.raises(ValueError, match="bf16 autocast"):
+        mixer_branch(v2, x.to(torch.float16))
+
+
+def _node_names(node) -> set:
+    names, stack, seen = set(), [node], set()
+    while stack:
+        n = stack.pop()
+        if n is None or id(n) in seen:
+            continue
+        seen.add(id(n))
+        names.add(type(n).__name__)
+        stack.extend(f for f, _ in n.next_functions)
+    return names
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the block takes the fast path on CUDA only")
+def test_block_forward_takes_fast_path_and_matches():
+    block = _v2_block().train()
+    x = torch.randn(2, 6, 6, 8, device=DEVICE, requires_grad=True)
+    params = list(block.parameters())
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        got, got_grads = _grads(block, x, params)
+        block.use_fast_branches = False
+        ref, ref_grads = _grads(block, x, params)
+    assert {"_MixerBranchBackward", "_MlpBranchBackward"} <= _node_names(got.grad_fn)
+    assert "_MixerBranchBackward" not in _node_names(ref.grad_fn)
+    torch.testing.assert_close(got.float(), ref.float(), rtol=3e-2, atol=3e-2)
+    for g, r in zip(got_grads, ref_grads):
+        assert ((g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)) < 3e-2
