@@ -158,22 +158,22 @@ def _ln_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd:
     blocks = -(-rows // block_m)
     per_program = max(1, -(-blocks // 1024))  # about a thousand programs, each reducing its own dw/db rows
     programs = max(1, -(-blocks // per_program))
-    dw_part = torch.empty(programs, channels, device=x.device, dtype=torch.float32)
-    db_part = torch.empty(programs, channels, device=x.device, dtype=torch.float32)
+    parts = torch.empty(2, programs, channels, device=x.device, dtype=torch.float32)  # d weight, d bias rows
     if rows:
         ln_bwd[(programs,)](
-            dy2, x2, weight if weight is not None else mean, mean, rstd, dx, dw_part, db_part,
+            dy2, x2, weight if weight is not None else mean, mean, rstd, dx, parts[0], parts[1],
             rows, channels, per_program, BLOCK_M=block_m, BLOCK_C=block_c, HAS_W=weight is not None,
             num_warps=num_warps)
     else:
-        dw_part.zero_()
-        db_part.zero_()
-    return [dx, dw_part.sum(0), db_part.sum(0)]
+        parts.zero_()
+    sums = parts.sum(1)
+    return [dx, sums[0], sums[1]]
 
 
 @torch.library.custom_op("vmamba_zoo::layer_norm_bwd", mutates_args=())
 def _ln_bwd_op(dy: Tensor, x: Tensor, weight: Optional[Tensor], mean: Tensor, rstd: Tensor) -> List[Tensor]:
-    return _ln_bwd(dy, x, weight, mean, rstd)
+    dx, dw, db = _ln_bwd(dy, x, weight, mean, rstd)
+    return [dx, dw.clone(), db]  # a custom op's outputs may not alias: dw and db are rows of one buffer
 
 
 @_ln_bwd_op.register_fake

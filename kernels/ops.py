@@ -67,7 +67,10 @@ def _bwd_op(
 
     grads = scan_bwd(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk_states, dout, dlast,
                      delta_softplus, reverse, return_states, deterministic, route_index)
-    return [g if g is not None else _empty(u) for g in grads]
+    # a custom op's outputs may not alias each other: dB / dC and dA / dD / d(delta_bias) are views of one
+    # buffer each in the direct call
+    return [g.clone() if g is not None and g._base is not None else g if g is not None else _empty(u)
+            for g in grads]
 
 
 @_bwd_op.register_fake

@@ -92,6 +92,7 @@ def _scan_fwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr, GATHER: tl.constexpr,
+    COVERS_ALL: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -108,7 +109,7 @@ def _scan_fwd_kernel(
         _fwd_route(
             u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
             out_ptr, states_ptr, hs_ptr, idx_ptr,
-            b, g, offs_d, offs_d64, mask_d, u_rows, offs_n, mask_n, cols,
+            b, g, offs_d, offs_d64, mask_d, u_rows, offs_n, mask_n, cols, _keeps_merged(g_loop, COVERS_ALL),
             dim, L, N, n_chunks,
             s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_ob, s_od, s_op,
             s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
@@ -122,7 +123,7 @@ def _scan_fwd_kernel(
 def _fwd_route(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
     out_ptr, states_ptr, hs_ptr, idx_ptr,
-    b, g, offs_d, offs_d64, mask_d, u_rows, offs_n, mask_n, cols,
+    b, g, offs_d, offs_d64, mask_d, u_rows, offs_n, mask_n, cols, keep_merged,
     dim, L, N, n_chunks,
     s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_ob, s_od, s_op,
     s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
@@ -184,10 +185,23 @@ def _fwd_route(
             if GATHER:  # merge: add onto the pixels (this program alone owns these channels; a route
                 # visits a pixel at most once, so no two lanes of one chunk touch the same element)
                 o_ptrs = out_ptr + b * s_ob + u_rows[:, None] * s_od + pos[None, :] * s_op
-                tl.store(o_ptrs, tl.load(o_ptrs, mask=m2, other=0.0) + y, mask=m2)
+                tl.store(o_ptrs, tl.load(o_ptrs, mask=m2 & keep_merged, other=0.0) + y, mask=m2)
             else:
                 tl.store(out_ptr + b * s_ob + offs_d64[:, None] * s_od + pos[None, :] * s_op, y.to(out_ptr.dtype.element_ty),
                          mask=m2)
+
+
+@triton.jit
+def _keeps_merged(g_loop, COVERS_ALL: tl.constexpr):
+    """Whether route ``g_loop`` adds onto the merged map (read-modify-write) rather than writing it.
+
+    When every route visits every pixel (``COVERS_ALL``), the first route writes the whole map, so the
+    map needs no zero fill and the first pass no read."""
+    if COVERS_ALL:
+        keep = g_loop > 0
+    else:
+        keep = g_loop >= 0
+    return keep
 
 
 @triton.jit
@@ -233,14 +247,14 @@ def _chunk_positions(idx_ptr, g, s, L, GATHER: tl.constexpr, REVERSE: tl.constex
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, states_ptr,
     dout_ptr, dlast_ptr, idx_ptr,
-    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr,
+    du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr, part_stride,
     dim, L, P, N, per_group, n_chunks, n_routes, tiles_per_group,
     s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
     s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
-    PARTIALS: tl.constexpr, GATHER: tl.constexpr,
+    PARTIALS: tl.constexpr, GATHER: tl.constexpr, COVERS_ALL: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -263,8 +277,8 @@ def _scan_bwd_kernel(
         _bwd_route(
             u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, states_ptr,
             dout_ptr, dlast_ptr, idx_ptr,
-            du_ptr, ddelta_ptr, dA_ptr, dB_base, dC_base, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr,
-            b, g, offs_d.to(tl.int64), offs_d, mask_d, u_rows, offs_n, mask_n, cols,
+            du_ptr, ddelta_ptr, dA_ptr, dB_base, dC_base, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr, part_stride,
+            b, g, offs_d.to(tl.int64), offs_d, mask_d, u_rows, offs_n, mask_n, cols, _keeps_merged(g_loop, COVERS_ALL),
             dim, L, P, N, n_chunks,
             s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
             s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
@@ -279,8 +293,8 @@ def _scan_bwd_kernel(
 def _bwd_route(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, states_ptr,
     dout_ptr, dlast_ptr, idx_ptr,
-    du_ptr, ddelta_ptr, dA_ptr, dB_base, dC_base, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr,
-    b, g, offs_d64, offs_d, mask_d, u_rows, offs_n, mask_n, cols,
+    du_ptr, ddelta_ptr, dA_ptr, dB_base, dC_base, dD_ptr, dz_ptr, dbias_ptr, dh0_ptr, part_stride,
+    b, g, offs_d64, offs_d, mask_d, u_rows, offs_n, mask_n, cols, keep_merged,
     dim, L, P, N, n_chunks,
     s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
     s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
@@ -396,7 +410,7 @@ def _bwd_route(
         dbias_acc += ddt
         if GATHER:  # every route adds its du onto the shared map's pixel (this program owns the channels)
             du_ptrs = du_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up
-            tl.store(du_ptrs, tl.load(du_ptrs, mask=m2, other=0.0) + du, mask=m2)
+            tl.store(du_ptrs, tl.load(du_ptrs, mask=m2 & keep_merged, other=0.0) + du, mask=m2)
             tl.store(ddelta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp,
                      ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
         else:
@@ -404,15 +418,18 @@ def _bwd_route(
                      mask=m2)
             tl.store(ddelta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp,
                      ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
-    pd = (b * dim + offs_d64)
     if NP == 1:
         dA_acc = tl.sum(dA1_acc, axis=1)[:, None]
-    tl.store(dA_ptr + pd[:, None] * N + offs_n[None, :], dA_acc, mask=st_mask)
-    tl.store(dh0_ptr + pd[:, None] * N + offs_n[None, :], gcarry, mask=st_mask)
+    # per-batch-row partials of dA (dim, N), dD (dim,) and d(delta_bias) (dim,), one row of part_stride
+    # values per batch row, summed over the batch afterwards
+    part = b * part_stride + offs_d64
+    tl.store(dA_ptr + b * part_stride + offs_d64[:, None] * N + offs_n[None, :], dA_acc, mask=st_mask)
+    if HAS_H0:
+        tl.store(dh0_ptr + (b * dim + offs_d64[:, None]) * N + offs_n[None, :], gcarry, mask=st_mask)
     if HAS_D:
-        tl.store(dD_ptr + pd, tl.sum(dD_acc, axis=1), mask=mask_d)
+        tl.store(dD_ptr + part, tl.sum(dD_acc, axis=1), mask=mask_d)
     if HAS_BIAS:
-        tl.store(dbias_ptr + pd, tl.sum(dbias_acc, axis=1), mask=mask_d)
+        tl.store(dbias_ptr + part, tl.sum(dbias_acc, axis=1), mask=mask_d)
 
 
 
@@ -434,7 +451,7 @@ def scan_fwd(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
     initial_state: Optional[torch.Tensor], delta_softplus: bool, reverse: bool, return_states: bool,
-    out_dtype: torch.dtype, route_index: Optional[torch.Tensor] = None,
+    out_dtype: torch.dtype, route_index: Optional[torch.Tensor] = None, covers_all: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Run the forward kernel.  B, C must be (batch, G, N, L).
 
@@ -442,7 +459,9 @@ def scan_fwd(
     merge: u is a shared map (batch, dim // G, P), delta (batch, dim, P) and
     B, C (batch, G, N, P) are in pixel order, route g's step s reads pixel
     ``route_index[g, s]`` (-1: padding, skipped), and ``out`` is the merged
-    (batch, dim // G, P) fp32 sum of all routes' outputs.
+    (batch, dim // G, P) fp32 sum of all routes' outputs.  ``covers_all`` promises
+    that every route visits every pixel (no padding, L = P): the first route then
+    writes the merged map instead of adding onto a zero-filled one.
 
     Returns (out, chunk_states): out is y (batch, dim, L) in ``out_dtype`` or,
     with ``return_states``, h (batch, dim, N, L); chunk_states (batch, dim,
@@ -460,8 +479,9 @@ def scan_fwd(
     n_chunks = triton.cdiv(length, block_l)
     A = A.contiguous()
     states = torch.empty(batch, dim, n_chunks, n_state, device=u.device, dtype=torch.float32)
+    covers_all = covers_all and gather
     if gather:  # the merged map takes u's layout (channels-last in, channels-last out)
-        out = torch.zeros_like(u, dtype=torch.float32)
+        out = torch.empty_like(u, dtype=torch.float32) if covers_all else torch.zeros_like(u, dtype=torch.float32)
         y_arg, hs_arg = out, states
     elif return_states:
         out = torch.empty(batch, dim, n_state, length, device=u.device, dtype=out_dtype)
@@ -490,7 +510,7 @@ def scan_fwd(
         BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_H0=initial_state is not None, SOFTPLUS=delta_softplus, REVERSE=reverse,
-        RETURN_STATES=return_states, GATHER=gather, num_warps=num_warps,
+        RETURN_STATES=return_states, GATHER=gather, COVERS_ALL=covers_all, num_warps=num_warps,
     )
     return out, states
 
@@ -500,10 +520,11 @@ def scan_bwd(
     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
     initial_state: Optional[torch.Tensor], chunk_states: torch.Tensor, dout: torch.Tensor,
     dlast: Optional[torch.Tensor], delta_softplus: bool, reverse: bool, return_states: bool,
-    deterministic: bool, route_index: Optional[torch.Tensor] = None,
+    deterministic: bool, route_index: Optional[torch.Tensor] = None, covers_all: bool = False,
 ):
     """Run the backward kernel.  Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state);
-    entries for absent inputs are None.  dB, dC come back in fp32 shaped (batch, G, N, L)."""
+    entries for absent inputs are None.  dB, dC come back in fp32 shaped (batch, G, N, L).  ``covers_all``:
+    as in :func:`scan_fwd` (every route visits every pixel, so no gradient buffer needs a zero fill)."""
     # every gradient takes its input's layout (du: u's, ddelta: delta's, dz: z's)
     if return_states:
         dout = dout.contiguous()
@@ -524,23 +545,24 @@ def scan_bwd(
     # buffer would be large (many tiles x states); then rows are added atomically into one buffer.  (H100: partials
     # made the fused backward faster, but the channel-first one slower: 3.50 -> 4.16 ms at 128,384,G4,N1,3136)
     partials = deterministic or (gather and tiles_per_group * n_state <= 32)
+    covers_all = covers_all and gather
     f32 = dict(device=u.device, dtype=torch.float32)
     u, delta, z = _dense(u), _dense(delta), _dense(z)
-    du = torch.zeros_like(u, dtype=torch.float32) if gather else torch.empty_like(u)
-    # (a route need not visit every pixel: unvisited pixels get a zero gradient)
-    ddelta = torch.zeros_like(delta) if gather else torch.empty_like(delta)
+    # a route need not visit every pixel: unvisited pixels get a zero gradient, unless covers_all
+    fill = torch.empty_like if covers_all or not gather else torch.zeros_like
+    du = fill(u, dtype=torch.float32) if gather else torch.empty_like(u)
+    ddelta = fill(delta)
     dz = torch.empty_like(z) if z is not None else None
-    dA_part = torch.empty(batch, dim, n_state, **f32)
-    dh0 = torch.empty(batch, dim, n_state, **f32)
-    dD_part = torch.empty(batch, dim, **f32) if D is not None else None
-    dbias_part = torch.empty(batch, dim, **f32) if delta_bias is not None else None
-    if partials:  # a route need not visit every pixel: rows start at zero
-        dB_buf = torch.zeros(batch, groups, tiles_per_group, n_state, pixels, **f32)
-        dC_buf = torch.zeros(batch, groups, tiles_per_group, n_state, pixels, **f32)
+    # one buffer of per-batch-row partials: [dA (dim*N) | dD (dim) | d(delta_bias) (dim)] per row
+    part_stride = dim * n_state + 2 * dim
+    parts = torch.empty(batch, part_stride, **f32)
+    dh0 = torch.empty(batch, dim, n_state, **f32) if initial_state is not None else None
+    # dB and dC in one buffer: partial rows (2, batch, G, tiles, N, P) or atomic accumulators (2, batch, G, N, P)
+    if partials:
+        dBC = (torch.empty if covers_all else torch.zeros)(2, batch, groups, tiles_per_group, n_state, pixels, **f32)
     else:
-        dB_buf = torch.zeros(batch, groups, n_state, pixels, **f32)
-        dC_buf = torch.zeros(batch, groups, n_state, pixels, **f32)
-    dummy = dA_part
+        dBC = torch.zeros(2, batch, groups, n_state, pixels, **f32)
+    dummy = parts
     if gather:
         grid = (tiles_per_group, batch)
         n_routes = groups
@@ -556,11 +578,8 @@ def scan_bwd(
         chunk_states, dout,
         dlast.float().contiguous() if dlast is not None else dummy,
         route_index if gather else dummy,
-        du, ddelta, dA_part, dB_buf, dC_buf,
-        dD_part if dD_part is not None else dummy,
-        dz if dz is not None else du,
-        dbias_part if dbias_part is not None else dummy,
-        dh0,
+        du, ddelta, parts, dBC[0], dBC[1], parts[:, dim * n_state:], dz if dz is not None else du,
+        parts[:, dim * n_state + dim:], dh0 if dh0 is not None else dummy, part_stride,
         dim, length, pixels, n_state, per_group, n_chunks, n_routes, tiles_per_group,
         *_strides(u, 3), *_strides(delta, 3), *_strides(z, 3),
         *(_strides(dout, 3) if not return_states else (0, 0, 0)),
@@ -569,11 +588,12 @@ def scan_bwd(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_H0=initial_state is not None, HAS_DLAST=dlast is not None,
         SOFTPLUS=delta_softplus, REVERSE=reverse, RETURN_STATES=return_states,
-        PARTIALS=partials, GATHER=gather, num_warps=num_warps,
+        PARTIALS=partials, GATHER=gather, COVERS_ALL=covers_all, num_warps=num_warps,
     )
     if partials:
-        dB_buf, dC_buf = dB_buf.sum(2), dC_buf.sum(2)
-    dA = dA_part.sum(0)
-    dD = dD_part.sum(0) if dD_part is not None else None
-    dbias = dbias_part.sum(0) if dbias_part is not None else None
-    return du, ddelta, dA, dB_buf, dC_buf, dD, dz, dbias, dh0
+        dBC = dBC.sum(3)
+    part_sums = parts.sum(0)
+    dA = part_sums[:dim * n_state].view(dim, n_state)
+    dD = part_sums[dim * n_state:dim * n_state + dim] if D is not None else None
+    dbias = part_sums[dim * n_state + dim:] if delta_bias is not None else None
+    return du, ddelta, dA, dBC[0], dBC[1], dD, dz, dbias, dh0

@@ -36,7 +36,7 @@ def _grads(fn, x, params):
 
 @pytest.mark.parametrize("triton_norm", [False, True])
 @pytest.mark.parametrize("bf16", [False, True])
-@pytest.mark.parametrize("conv_bias,scan", [(False, "cross"), (True, "bi")])
+@pytest.mark.parametrize("conv_bias,scan", [(False, "cross"), (True, "bi"), (False, "atrous")])
 def test_branches_match_modules(monkeypatch, triton_norm, bf16, conv_bias, scan):
     if triton_norm:  # take the Triton LayerNorm for every norm (on CPU it runs through the interpreter)
         monkeypatch.setattr(fused_block, "use_triton_layer_norm", lambda x, norm: True)
@@ -58,6 +58,15 @@ def test_branches_match_modules(monkeypatch, triton_norm, bf16, conv_bias, scan)
             # bf16 gradients of the sums over all pixels (weights, biases) compare in norm
             err = (g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)
             assert err < (3e-2 if bf16 else 1e-4), (fast.__name__, tuple(p.shape), float(err))
+
+
+def test_route_coverage_flags():
+    """cross / bi cover every pixel on every route (the kernels skip the zero fills); atrous does not."""
+    from vmamba_zoo.scan import create_scan_pattern
+
+    assert create_scan_pattern("cross", 8).routes_cover_map(5, 6)
+    assert create_scan_pattern("bi", 8).routes_cover_map(5, 6)
+    assert not create_scan_pattern("atrous", 8).routes_cover_map(5, 6)
 
 
 def test_inference_branches_match_modules():

@@ -136,7 +136,11 @@ def _linear_grads(dout: Tensor, inp: Tensor, weight: Tensor, has_bias: bool,
 
 
 def _grad_as(grad: _TensorOpt, param: _TensorOpt) -> _TensorOpt:
-    return None if grad is None or param is None else grad.to(param.dtype).reshape(param.shape)
+    if grad is None or param is None:
+        return None
+    if grad.dtype != param.dtype:
+        grad = grad.to(param.dtype)
+    return grad if grad.shape == param.shape else grad.reshape(param.shape)
 
 
 def _diagonal_blocks(matrix: Tensor, blocks: int) -> Tensor:
@@ -162,6 +166,7 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
     batch, height, width, _ = x.shape
     dim, n_state, rank = op.d_inner, op.d_state, op.dt_rank
     route_index = op.scan_pattern.route_indices(height, width, x.device, dtype=torch.int32)
+    covers_all = op.scan_pattern.routes_cover_map(height, width, x.device)
     routes, pixels = route_index.shape[0], height * width
     width_dbl = rank + 2 * n_state
     conv = op.conv2d
@@ -186,7 +191,7 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
     cs = x_dbl[..., rank + n_state:].permute(0, 2, 3, 1)
     ds, dt_bias = op.Ds.float(), op.dt_projs_bias.float().reshape(-1)
     y, chunk_states = scan_fwd(a_pm.transpose(1, 2), delta, A, bs, cs, ds, None, dt_bias, None, True, False, False,
-                               torch.float32, route_index)
+                               torch.float32, route_index, covers_all)
     y = y.transpose(1, 2).view(batch, height, width, dim)  # fp32, contiguous
     yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, cache)
     out = F.linear(yn, w_out, b_out)
@@ -194,7 +199,7 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
         return out, None
     tensors = ln1 + ln2 + (h, u, c, x_dbl, dt_in, chunk_states, yn, route_index, w_in, w_conv, w_out, wx, wdt, A,
                            ds, dt_bias)
-    return out, (tensors, (tri1, tri2))
+    return out, (tensors, (tri1, tri2, covers_all))
 
 
 def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch.dtype):
@@ -205,7 +210,7 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
     op = block.op
     ln1, ln2 = tensors[:5], tensors[5:10]
     h, u, c, x_dbl, dt_in, chunk_states, yn, route_index, w_in, w_conv, w_out, wx, wdt, A, ds, dt_bias = tensors[10:]
-    tri1, tri2 = flags
+    tri1, tri2, covers_all = flags
     batch, pixels, routes, width_dbl = x_dbl.shape
     dim, n_state, rank = op.d_inner, op.d_state, op.dt_rank
     conv = op.conv2d
@@ -221,7 +226,7 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
     cs = x_dbl[..., rank + n_state:].permute(0, 2, 3, 1)
     du_scan, ddelta, dA, dB, dC, dD, _, dbias, _ = scan_bwd(
         a_pm.transpose(1, 2), delta, A, bs, cs, ds, None, dt_bias, None, chunk_states,
-        dy.view(batch, pixels, dim).transpose(1, 2), None, True, False, False, False, route_index)
+        dy.view(batch, pixels, dim).transpose(1, 2), None, True, False, False, False, route_index, covers_all)
     ddelta = ddelta.transpose(1, 2)  # (B, P, K*Di), contiguous
     dx_dbl = torch.empty_like(x_dbl)
     dx_dbl[..., :rank] = (ddelta @ wdt).view(batch, pixels, routes, rank)

@@ -78,6 +78,7 @@ class _RouteMaps(NamedTuple):
     safe: torch.Tensor  # (K, L) int64, padding steps point at the extra zero slot H*W
     has_pad: bool
     index32: torch.Tensor  # (K, L) int32, as the fused kernel reads it
+    covers_all: bool  # every route visits every pixel once (no padding, L = H*W)
 
 
 class ScanPattern(nn.Module):
@@ -134,6 +135,10 @@ class ScanPattern(nn.Module):
             return maps.index32
         raise ValueError(f"route_indices: dtype must be torch.int64 or torch.int32, got {dtype}")
 
+    def routes_cover_map(self, height: int, width: int, device: Optional[torch.device] = None) -> bool:
+        """Whether every route visits every pixel of an H x W map exactly once (no padding steps)."""
+        return self._cached_indices(height, width, device).covers_all
+
     def _cached_indices(self, height: int, width: int, device) -> "_RouteMaps":
         device = torch.device("cpu") if device is None else torch.device(device)
         key = (int(height), int(width), str(device))
@@ -156,7 +161,9 @@ class ScanPattern(nn.Module):
         has_pad = bool((idx < 0).any())
         # padding steps read (and write) one extra zero slot at position H*W
         safe = torch.where(idx < 0, torch.full_like(idx, height * width), idx)
-        entry = _RouteMaps(idx.to(device), safe.to(device), has_pad, idx.to(device=device, dtype=torch.int32))
+        covers_all = not has_pad and idx.shape[1] == height * width  # no pixel twice (checked): a permutation
+        entry = _RouteMaps(idx.to(device), safe.to(device), has_pad, idx.to(device=device, dtype=torch.int32),
+                           covers_all)
         if len(self._index_cache) >= _MAX_CACHED_MAPS:
             self._index_cache.clear()
         self._index_cache[key] = entry
