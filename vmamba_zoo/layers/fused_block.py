@@ -13,9 +13,8 @@ branch is one :class:`torch.autograd.Function` whose backward is written out:
 
 The arithmetic is the module path's (weights cast to the autocast dtype, LayerNorm
 in that dtype with fp32 statistics, the scan in fp32), so results agree to bf16
-rounding.  Two activations the module path keeps are recomputed instead: the
-SiLU output (one elementwise pass) and the GELU output, which is the MLP's widest
-tensor (4C per pixel).  Without autograd (inference) the same forward runs with
+rounding.  The SiLU output, which the module path keeps, is recomputed in the
+backward instead (one elementwise pass over the inner width).  Without autograd (inference) the same forward runs with
 its weight casts cached across calls (:func:`~vmamba_zoo.layers.param_cache.cached_derived`).
 
 The path applies to blocks in the VMamba-v2 configuration on CUDA with Triton
@@ -297,18 +296,19 @@ def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
     h, ln, tri = _ln_forward(x, block.norm2, dtype, not save)
     w1, b1, w2, b2 = _cast(mlp, (mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias), dtype, not save)
     g = F.linear(h, w1, b1)
-    out = F.linear(F.gelu(g, approximate=mlp.act.approximate), w2, b2)
+    act = F.gelu(g, approximate=mlp.act.approximate)
+    out = F.linear(act, w2, b2)
     if not save:
         return out, None
-    return out, (ln + (h, g, w1, w2), tri)
+    return out, (ln + (h, g, act, w1, w2), tri)
 
 
 def _mlp_backward(block: nn.Module, dout: Tensor, tensors, tri: bool, dtype: torch.dtype):
     mlp = block.mlp
-    ln, (h, g, w1, w2) = tensors[:5], tensors[5:]
+    ln, (h, g, act, w1, w2) = tensors[:5], tensors[5:]
     approximate = mlp.act.approximate
     dout = dout.to(dtype)
-    d_act, d_w2, d_b2 = _linear_grads(dout, F.gelu(g, approximate=approximate), w2, mlp.fc2.bias is not None)
+    d_act, d_w2, d_b2 = _linear_grads(dout, act, w2, mlp.fc2.bias is not None)
     d_g = torch.ops.aten.gelu_backward(d_act, g, approximate=approximate)
     d_h, d_w1, d_b1 = _linear_grads(d_g, h, w1, mlp.fc1.bias is not None)
     dx, d_n_w, d_n_b = _ln_backward(d_h, ln, tri)
