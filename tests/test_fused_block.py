@@ -121,3 +121,32 @@ def test_block_forward_takes_fast_path_and_matches():
     torch.testing.assert_close(got.float(), ref.float(), rtol=3e-2, atol=3e-2)
     for g, r in zip(got_grads, ref_grads):
         assert ((g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)) < 3e-2
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_branches_under_activation_checkpointing(use_reentrant):
+    """Gradient checkpointing (what set_grad_checkpointing does) recomputes the branches in the backward:
+    same gradients as without it (a reentrant checkpoint first runs them without autograd)."""
+    from torch.utils.checkpoint import checkpoint
+
+    block = _v2_block(seed=5)
+    x = torch.randn(2, 4, 5, 8, device=DEVICE, requires_grad=True)
+    params = list(block.parameters())
+
+    def both(t):
+        t = t + mixer_branch(block, t)
+        return t + mlp_branch(block, t)
+
+    def grads_by_backward(fn):  # a reentrant checkpoint refuses torch.autograd.grad
+        for t in [x] + params:
+            t.grad = None
+        out = fn(x)
+        weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out.device)
+        (out * weight).sum().backward()
+        return out, [t.grad.clone() for t in [x] + params]
+
+    ref_out, ref_grads = grads_by_backward(both)
+    got_out, got_grads = grads_by_backward(lambda t: checkpoint(both, t, use_reentrant=use_reentrant))
+    torch.testing.assert_close(got_out, ref_out, rtol=1e-5, atol=1e-6)
+    for g, r in zip(got_grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
