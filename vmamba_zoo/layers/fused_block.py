@@ -14,8 +14,9 @@ branch is one :class:`torch.autograd.Function` whose backward is written out:
 The arithmetic is the module path's (weights cast to the autocast dtype, LayerNorm
 in that dtype with fp32 statistics, the scan in fp32), so results agree to bf16
 rounding.  The SiLU output, which the module path keeps, is recomputed in the
-backward instead (one elementwise pass over the inner width).  Without autograd (inference) the same forward runs with
-its weight casts cached across calls (:func:`~vmamba_zoo.layers.param_cache.cached_derived`).
+backward instead (one elementwise pass over the inner width).  Without autograd
+(inference) the same forward runs with its weight casts cached across calls
+(:func:`~vmamba_zoo.layers.param_cache.cached_derived`).
 
 The path applies to blocks in the VMamba-v2 configuration on CUDA with Triton
 (see :func:`fast_branches_apply`); everything else runs the modules.
@@ -236,7 +237,7 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
     d_wx = dx_dbl2.t() @ a_pm.reshape(-1, dim)
     d_a = (dx_dbl2 @ wx).view(batch, pixels, dim)
     d_a += du_scan.transpose(1, 2)
-    d_a = d_a.view(batch, u.shape[2], u.shape[3], dim).permute(0, 3, 1, 2)  # (B, Di, H, W) like c
+    d_a = d_a.view(batch, c.shape[2], c.shape[3], dim).permute(0, 3, 1, 2)  # (B, Di, H, W) like c
 
     dc = torch.ops.aten.silu_backward(d_a, c)
     du, d_w_conv, d_b_conv = torch.ops.aten.convolution_backward(
