@@ -261,38 +261,9 @@ def _mixer_params(block: nn.Module) -> List[_TensorOpt]:
             op.out_norm.weight, op.out_norm.bias, op.out_proj.weight, op.out_proj.bias]
 
 
-class _MixerBranch(torch.autograd.Function):
-    """``block.op(block.norm(x))`` as one autograd node (see the module docstring)."""
-
-    @staticmethod
-    def forward(ctx, block, dtype, x, *params):
-        out, (tensors, flags) = _mixer_forward(block, x, dtype, save=True)
-        ctx.save_for_backward(*tensors)
-        ctx.block, ctx.dtype, ctx.flags, ctx.x_dtype = block, dtype, flags, x.dtype
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        with torch.autocast(dout.device.type, enabled=False):
-            grads = _mixer_backward(ctx.block, dout, ctx.saved_tensors, ctx.flags, ctx.dtype)
-        return (None, None, grads[0].to(ctx.x_dtype)) + grads[1:]
-
-
-def mixer_branch(block: nn.Module, x: Tensor) -> Tensor:
-    """``block.op(block.norm(x))`` for x (B, H, W, C): one autograd node while autograd records, the
-    module path's arithmetic otherwise.  The caller checks :func:`fast_branches_apply` (or runs Triton's
-    interpreter on CPU tensors, as the tests do)."""
-    dtype = _compute_dtype(x)
-    if dtype is None:
-        raise ValueError("mixer_branch: needs bf16 autocast, no autocast, or a bf16/fp32 input")
-    with torch.autocast(x.device.type, enabled=False):  # the dtypes are explicit inside
-        if torch.is_grad_enabled():
-            return _MixerBranch.apply(block, dtype, x, *_mixer_params(block))
-        return _mixer_forward(block, x, dtype, save=False)[0]
-
-
 # ----------------------------------------------------------------------------- MLP branch
 def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
+    """Forward of ``mlp(norm2(x))``; returns (out, saved or None).  x: (B, H, W, C)."""
     mlp = block.mlp
     h, ln, tri = _ln_forward(x, block.norm2, dtype, not save)
     w1, b1, w2, b2 = _cast(mlp, (mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias), dtype, not save)
@@ -305,6 +276,7 @@ def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
 
 
 def _mlp_backward(block: nn.Module, dout: Tensor, tensors, tri: bool, dtype: torch.dtype):
+    """Gradients of :func:`_mlp_forward` for (x, norm2.w, norm2.b, fc1.w, fc1.b, fc2.w, fc2.b)."""
     mlp = block.mlp
     ln, (h, g, act, w1, w2) = tensors[:5], tensors[5:]
     approximate = mlp.act.approximate
@@ -323,29 +295,57 @@ def _mlp_params(block: nn.Module) -> List[_TensorOpt]:
     return [block.norm2.weight, block.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias]
 
 
-class _MlpBranch(torch.autograd.Function):
-    """``block.mlp(block.norm2(x))`` as one autograd node (see the module docstring)."""
+# ----------------------------------------------------------------------------- the autograd nodes
+class _Branch(torch.autograd.Function):
+    """A branch as one autograd node: ``run(block, x, dtype, save)`` is its forward, ``grads(block, dout,
+    saved tensors, flags, dtype)`` its backward, returning the gradient of x then of ``params(block)``."""
 
-    @staticmethod
-    def forward(ctx, block, dtype, x, *params):
-        out, (tensors, tri) = _mlp_forward(block, x, dtype, save=True)
+    run = grads = params = None  # set by the subclasses
+
+    @classmethod
+    def forward(cls, ctx, block, dtype, x, *params):
+        out, (tensors, flags) = cls.run(block, x, dtype, save=True)
         ctx.save_for_backward(*tensors)
-        ctx.block, ctx.dtype, ctx.tri, ctx.x_dtype = block, dtype, tri, x.dtype
+        ctx.block, ctx.dtype, ctx.flags, ctx.x_dtype = block, dtype, flags, x.dtype
         return out
 
-    @staticmethod
-    def backward(ctx, dout):
+    @classmethod
+    def backward(cls, ctx, dout):
         with torch.autocast(dout.device.type, enabled=False):
-            grads = _mlp_backward(ctx.block, dout, ctx.saved_tensors, ctx.tri, ctx.dtype)
-        return (None, None, grads[0].to(ctx.x_dtype)) + grads[1:]
+            grads = cls.grads(ctx.block, dout, ctx.saved_tensors, ctx.flags, ctx.dtype)
+        return (None, None, grads[0].to(ctx.x_dtype)) + tuple(grads[1:])
+
+    @classmethod
+    def call(cls, block: nn.Module, x: Tensor) -> Tensor:
+        dtype = _compute_dtype(x)
+        if dtype is None:
+            raise ValueError(f"{cls.__name__}: needs bf16 autocast, no autocast, or a bf16/fp32 input, "
+                             f"got {x.dtype} input")
+        with torch.autocast(x.device.type, enabled=False):  # the dtypes are explicit inside
+            if torch.is_grad_enabled():
+                return cls.apply(block, dtype, x, *cls.params(block))
+            return cls.run(block, x, dtype, save=False)[0]
+
+
+class _MixerBranch(_Branch):
+    """``block.op(block.norm(x))`` (see the module docstring)."""
+
+    run, grads, params = staticmethod(_mixer_forward), staticmethod(_mixer_backward), staticmethod(_mixer_params)
+
+
+class _MlpBranch(_Branch):
+    """``block.mlp(block.norm2(x))`` (see the module docstring)."""
+
+    run, grads, params = staticmethod(_mlp_forward), staticmethod(_mlp_backward), staticmethod(_mlp_params)
+
+
+def mixer_branch(block: nn.Module, x: Tensor) -> Tensor:
+    """``block.op(block.norm(x))`` for x (B, H, W, C): one autograd node while autograd records, the
+    module path's arithmetic otherwise.  The caller checks :func:`fast_branches_apply` (or runs Triton's
+    interpreter on CPU tensors, as the tests do)."""
+    return _MixerBranch.call(block, x)
 
 
 def mlp_branch(block: nn.Module, x: Tensor) -> Tensor:
     """``block.mlp(block.norm2(x))`` for x (B, H, W, C); see :func:`mixer_branch`."""
-    dtype = _compute_dtype(x)
-    if dtype is None:
-        raise ValueError("mlp_branch: needs bf16 autocast, no autocast, or a bf16/fp32 input")
-    with torch.autocast(x.device.type, enabled=False):  # the dtypes are explicit inside
-        if torch.is_grad_enabled():
-            return _MlpBranch.apply(block, dtype, x, *_mlp_params(block))
-        return _mlp_forward(block, x, dtype, save=False)[0]
+    return _MlpBranch.call(block, x)
