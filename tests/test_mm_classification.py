@@ -2,10 +2,6 @@
 tools/train.py and tools/test.py, on crops of real photos (cat / coins / galaxies)."""
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +23,7 @@ def _load(path: Path, name: str):
 
 
 data_utils = _load(Path(__file__).with_name("data_utils.py"), "vmamba_zoo_test_data_utils")
+torchrun_train = _load(Path(__file__).with_name("torchrun_utils.py"), "vmamba_zoo_test_torchrun_utils").torchrun_train
 train_tool = _load(ROOT / "tools" / "train.py", "vmamba_zoo_tools_train")
 test_tool = _load(ROOT / "tools" / "test.py", "vmamba_zoo_tools_test")
 
@@ -258,58 +255,13 @@ def test_rng_state_round_trip_and_resume_rules(tmp_path):
     assert draws() == expected
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# tools/train.py's main(), then a barrier and destroy_process_group(): run as a script,
-# tools/train.py lets rank 1 exit while rank 0 still writes the checkpoint, and that gloo
-# process aborts now and then ("terminate called without an active exception", SIGABRT;
-# cf. pytorch/pytorch#190489): 2 of 16 torchrun runs here; destroy_process_group() alone
-# still failed 1 of 14, barrier + destroy passed 12 of 12.
-TORCHRUN_TRAIN = """
-import importlib.util
-import sys
-
-import torch.distributed as dist
-
-spec = importlib.util.spec_from_file_location("vmamba_zoo_tools_train", {train!r})
-train_tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_tool)
-try:
-    train_tool.main(sys.argv[1:])
-finally:
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-"""
-
-
-def _torchrun_train(config: Path, work: Path, *args: str) -> str:
-    """``torchrun --nproc_per_node=2 tools/train.py CONFIG --launcher pytorch --work-dir WORK *args``."""
-    script = work.parent / "torchrun_train.py"
-    script.write_text(TORCHRUN_TRAIN.format(train=str(ROOT / "tools" / "train.py")))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           str(script), str(config), "--launcher", "pytorch", "--work-dir", str(work), *args]
-    # Put this checkout first on the workers' path.
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    assert "Distributed training: True" in log and "GPU number: 2" in log, log[-4000:]
-    return log
-
-
 def test_ddp_two_processes_on_cpu_and_exact_resume(resume_config, tmp_path):
     """torchrun, 2 gloo processes, per-rank seeds: 12 images -> 6 per rank -> 2 iterations
     (batches of 4 and 2) per epoch.  Then: 1 epoch + --resume to 2 == 2 epochs, bit for bit,
     which needs each rank's own generator states back."""
     part, full = tmp_path / "part", tmp_path / "full"
     per_rank_seed = "randomness.diff_rank_seed=True"
-    _torchrun_train(resume_config, part, "--cfg-options", "train_cfg.max_epochs=1", per_rank_seed)
+    torchrun_train(resume_config, part, "--cfg-options", "train_cfg.max_epochs=1", per_rank_seed)
     ckpt = _load_ckpt(part / "epoch_1.pth")
     assert ckpt["meta"]["iter"] == 2
     rng = ckpt["rng_states"]
@@ -321,9 +273,9 @@ def test_ddp_two_processes_on_cpu_and_exact_resume(resume_config, tmp_path):
     losses = [rec["loss"] for rec in scalars if "loss" in rec]
     assert len(losses) == 2 and np.isfinite(losses).all(), scalars
 
-    log = _torchrun_train(resume_config, part, "--resume", "--cfg-options", "train_cfg.max_epochs=2", per_rank_seed)
+    log = torchrun_train(resume_config, part, "--resume", "--cfg-options", "train_cfg.max_epochs=2", per_rank_seed)
     assert "restored the generator states" in log, log[-4000:]
-    _torchrun_train(resume_config, full, "--cfg-options", "train_cfg.max_epochs=2", per_rank_seed)
+    torchrun_train(resume_config, full, "--cfg-options", "train_cfg.max_epochs=2", per_rank_seed)
     ref, resumed = _load_ckpt(full / "epoch_2.pth"), _load_ckpt(part / "epoch_2.pth")
     _assert_same_tensors(ref["state_dict"], resumed["state_dict"], "EMA weights")
     _assert_same_tensors(ref["ema_state_dict"], resumed["ema_state_dict"], "weights")

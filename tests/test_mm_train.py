@@ -10,10 +10,6 @@ shrink the model/data/schedule.
 """
 import importlib.util
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +26,7 @@ def _load(path: Path, name: str):
 
 
 data_utils = _load(Path(__file__).with_name("data_utils.py"), "vmamba_zoo_test_data_utils")
+torchrun_train = _load(Path(__file__).with_name("torchrun_utils.py"), "vmamba_zoo_test_torchrun_utils").torchrun_train
 train_tool = _load(ROOT / "tools" / "train.py", "vmamba_zoo_tools_train")
 test_tool = _load(ROOT / "tools" / "test.py", "vmamba_zoo_tools_test")
 
@@ -187,24 +184,10 @@ def test_upernet_trains_resumes_and_evaluates(tmp_path):
     assert metrics["aAcc"] > 50.0 and metrics["mIoU"] > 40.0, metrics
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_on_cpu(coco_config, tmp_path):
     work = tmp_path / "work"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           str(ROOT / "tools" / "train.py"), str(coco_config), "--launcher", "pytorch", "--work-dir", str(work),
-           "--cfg-options", "train_cfg.max_iters=3", "train_cfg.val_interval=3", "default_hooks.checkpoint.interval=3"]
-    # The workers run tools/train.py as a script: put this checkout first on their path.
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    assert "Distributed training: True" in log and "GPU number: 2" in log, log[-4000:]
+    log = torchrun_train(coco_config, work, "--cfg-options", "train_cfg.max_iters=3", "train_cfg.val_interval=3",
+                         "default_hooks.checkpoint.interval=3")
     assert (work / "iter_3.pth").is_file()
     assert "coco/bbox_mAP" in log  # distributed evaluation gathered the results of both ranks
 
