@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from vmamba_zoo.layers.norm import LayerNorm
-from vmamba_zoo.layers.param_cache import cached_derived
+from vmamba_zoo.layers.param_cache import cached_cast, cached_derived
 
 
 def test_cache_reuses_until_a_parameter_changes():
@@ -49,3 +49,16 @@ def test_layer_norm_under_bf16_autocast_follows_weight_updates():
         norm.weight.mul_(2.0)
         after = norm(x)
     torch.testing.assert_close(after.float(), before.float() * 2, rtol=1e-2, atol=1e-2)
+
+
+def test_cached_cast_keeps_none_reuses_and_follows_updates():
+    lin = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        w1, b1 = cached_cast(lin, (lin.weight, lin.bias), torch.bfloat16)
+        w2, _ = cached_cast(lin, (lin.weight, lin.bias), torch.bfloat16)
+        assert b1 is None and w1.dtype == torch.bfloat16 and w2 is w1  # reused while unchanged
+        w3, _ = cached_cast(lin, (lin.weight, lin.bias), torch.bfloat16, cache=False)
+        assert w3 is not w1 and torch.equal(w3, w1)  # cache=False always recomputes
+        lin.weight.mul_(2)  # an in-place update is seen
+        w4, _ = cached_cast(lin, (lin.weight, lin.bias), torch.bfloat16)
+        torch.testing.assert_close(w4.float(), 2 * w1.float())

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from vmamba_zoo_kernels.dispatch import triton_available
 
 from .norm import LayerNorm, use_triton_layer_norm
-from .param_cache import cached_derived
+from .fused_core import core_weights, diagonal_blocks
+from .param_cache import cached_cast
 
 __all__ = ["fast_branches_apply", "mixer_branch", "mlp_branch"]
 
@@ -78,23 +79,6 @@ def fast_branches_apply(block: nn.Module, x: Tensor) -> bool:
 
 
 # ----------------------------------------------------------------------------- pieces
-def _derived(module: nn.Module, key, params: List[Tensor], make, cache: bool):
-    """``make()``, cached across calls on ``module`` when ``cache`` (inference) while ``params`` are unchanged.
-
-    Training calls (``cache=False``) recompute: inside an autograd Function's forward autograd is off, so
-    ``cached_derived`` alone would also cache there, and a benchmark without optimizer steps would then
-    skip work that real training does every step."""
-    return cached_derived(module, key, params, make) if cache else make()
-
-
-def _cast(module: nn.Module, tensors: Tuple[_TensorOpt, ...], dtype: torch.dtype,
-          cache: bool = True) -> Tuple[_TensorOpt, ...]:
-    """``tensors`` in ``dtype`` (see :func:`_derived`)."""
-    params = [t for t in tensors if t is not None]
-    return _derived(module, ("fast_branch", dtype), params,
-                    lambda: tuple(t.to(dtype) if t is not None else None for t in tensors), cache)
-
-
 def _ln_forward(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype,
                 cache: bool) -> Tuple[Tensor, Tuple[Tensor, ...], bool]:
     """LayerNorm of ``x`` (..., C) in ``dtype`` with fp32 statistics.
@@ -108,7 +92,7 @@ def _ln_forward(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype,
     if use_triton_layer_norm(x, norm):
         y, mean, rstd = _ln_fwd(x, norm.weight, norm.bias, norm.eps, dtype)
         return y, (x, mean, rstd, norm.weight, norm.bias), True
-    weight, bias = _cast(norm, (norm.weight, norm.bias), dtype, cache)
+    weight, bias = cached_cast(norm, (norm.weight, norm.bias), dtype, cache)
     y, mean, rstd = torch.native_layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
     return y, (x, mean, rstd, weight, bias), False
 
@@ -125,14 +109,12 @@ def _ln_backward(dy: Tensor, saved: Tuple[Tensor, ...], triton: bool) -> Tuple[T
                                                      [True, True, True])
 
 
-def _linear_grads(dout: Tensor, inp: Tensor, weight: Tensor, has_bias: bool,
-                  need_input: bool = True) -> Tuple[_TensorOpt, Tensor, _TensorOpt]:
+def _linear_grads(dout: Tensor, inp: Tensor, weight: Tensor, has_bias: bool) -> Tuple[Tensor, Tensor, _TensorOpt]:
     """(d input, d weight, d bias) of ``F.linear(inp, weight, bias)`` over the last axis."""
     dout2 = dout.reshape(-1, dout.shape[-1])
     d_weight = dout2.t() @ inp.reshape(-1, inp.shape[-1])
     d_bias = dout2.sum(0, dtype=torch.float32) if has_bias else None
-    d_inp = dout @ weight if need_input else None
-    return d_inp, d_weight, d_bias
+    return dout @ weight, d_weight, d_bias
 
 
 def _grad_as(grad: _TensorOpt, param: _TensorOpt) -> _TensorOpt:
@@ -141,20 +123,6 @@ def _grad_as(grad: _TensorOpt, param: _TensorOpt) -> _TensorOpt:
     if grad.dtype != param.dtype:
         grad = grad.to(param.dtype)
     return grad if grad.shape == param.shape else grad.reshape(param.shape)
-
-
-def _diagonal_blocks(matrix: Tensor, blocks: int) -> Tensor:
-    """(K*D, K*R) -> (K, D, R): the diagonal blocks of a block-diagonal-shaped matrix."""
-    rows, cols = matrix.shape[0] // blocks, matrix.shape[1] // blocks
-    return torch.diagonal(matrix.view(blocks, rows, blocks, cols), dim1=0, dim2=2).permute(2, 0, 1)
-
-
-def _block_diagonal(weight: Tensor, dtype: torch.dtype) -> Tensor:
-    """(K, D, R) -> (K*D, K*R) block-diagonal matrix in ``dtype`` (two kernels, unlike ``torch.block_diag``)."""
-    routes, dim, rank = weight.shape
-    out = weight.new_zeros(routes * dim, routes * rank, dtype=dtype)
-    _diagonal_blocks(out, routes).copy_(weight)
-    return out
 
 
 # ----------------------------------------------------------------------------- mixer branch
@@ -173,13 +141,10 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
 
     cache = not save
     h, ln1, tri1 = _ln_forward(x, block.norm, dtype, cache)
-    w_in, b_in, w_conv, b_conv, w_out, b_out = _cast(
+    w_in, b_in, w_conv, b_conv, w_out, b_out = cached_cast(
         op, (op.in_proj.weight, op.in_proj.bias, conv.weight, conv.bias, op.out_proj.weight, op.out_proj.bias), dtype,
         cache)
-    wx, wdt, A = _derived(op, ("fast_branch_core", dtype), [op.x_proj_weight, op.dt_projs_weight, op.A_logs],
-                          lambda: (op.x_proj_weight.reshape(routes * width_dbl, dim).to(dtype),
-                                   _block_diagonal(op.dt_projs_weight, dtype),
-                                   -torch.exp(op.A_logs.float())), cache)
+    wx, wdt, A = core_weights(op, dtype, cache)
     u = F.linear(h, w_in, b_in).permute(0, 3, 1, 2)  # (B, Di, H, W) in channels-last memory
     c = F.conv2d(u, w_conv, b_conv, conv.stride, conv.padding, conv.dilation, conv.groups)
     a = F.silu(c)
@@ -248,7 +213,7 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
     return (dx, _grad_as(d_n_w, block.norm.weight), _grad_as(d_n_b, block.norm.bias),
             _grad_as(d_w_in, op.in_proj.weight), _grad_as(d_b_in, op.in_proj.bias),
             _grad_as(d_w_conv, conv.weight), _grad_as(d_b_conv, conv.bias),
-            _grad_as(d_wx, op.x_proj_weight), _grad_as(_diagonal_blocks(d_wdt, routes), op.dt_projs_weight),
+            _grad_as(d_wx, op.x_proj_weight), _grad_as(diagonal_blocks(d_wdt, routes), op.dt_projs_weight),
             _grad_as(dbias, op.dt_projs_bias), _grad_as(dA * A, op.A_logs),  # d(-exp(A_logs)) = A d(A_logs)
             _grad_as(dD, op.Ds), _grad_as(d_on_w, op.out_norm.weight), _grad_as(d_on_b, op.out_norm.bias),
             _grad_as(d_w_out, op.out_proj.weight), _grad_as(d_b_out, op.out_proj.bias))
@@ -266,7 +231,7 @@ def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
     """Forward of ``mlp(norm2(x))``; returns (out, saved or None).  x: (B, H, W, C)."""
     mlp = block.mlp
     h, ln, tri = _ln_forward(x, block.norm2, dtype, not save)
-    w1, b1, w2, b2 = _cast(mlp, (mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias), dtype, not save)
+    w1, b1, w2, b2 = cached_cast(mlp, (mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias), dtype, not save)
     g = F.linear(h, w1, b1)
     act = F.gelu(g, approximate=mlp.act.approximate)
     out = F.linear(act, w2, b2)

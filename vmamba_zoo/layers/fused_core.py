@@ -26,7 +26,42 @@ from vmamba_zoo_kernels.ops import selective_scan_routes_projected_triton
 
 from .param_cache import cached_derived
 
-__all__ = ["ss2d_core_fused", "can_fuse"]
+__all__ = ["ss2d_core_fused", "can_fuse", "core_weights", "diagonal_blocks"]
+
+
+def diagonal_blocks(matrix: torch.Tensor, blocks: int) -> torch.Tensor:
+    """(K*D, K*R) -> (K, D, R): the diagonal blocks of a block-diagonal-shaped matrix (a view)."""
+    rows, cols = matrix.shape[0] // blocks, matrix.shape[1] // blocks
+    return torch.diagonal(matrix.view(blocks, rows, blocks, cols), dim1=0, dim2=2).permute(2, 0, 1)
+
+
+def _block_diagonal(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(K, D, R) -> (K*D, K*R) block-diagonal matrix in ``dtype`` (two kernels, unlike ``torch.block_diag``)."""
+    routes, dim, rank = weight.shape
+    out = weight.new_zeros(routes * dim, routes * rank, dtype=dtype)
+    diagonal_blocks(out, routes).copy_(weight)
+    return out
+
+
+def core_weights(mixer: nn.Module, dtype: torch.dtype, cache: bool = True):
+    """(x_proj weight (K*(R+2N), D) in ``dtype``, block-diagonal dt weight (K*D, K*R) in ``dtype``,
+    A = -exp(A_logs) fp32) of an SS2D-style mixer: what the pixel-major core multiplies by.
+
+    With ``cache`` they are reused across inference calls while the parameters are unchanged
+    (:func:`~vmamba_zoo.layers.param_cache.cached_derived`); training calls pass ``cache=False``: inside an
+    autograd Function autograd is off, so the cache would otherwise hold across training steps too, and a
+    benchmark without optimizer steps would skip work that real training does every step."""
+    routes, width_dbl, dim = mixer.x_proj_weight.shape
+
+    def make():
+        return (mixer.x_proj_weight.reshape(routes * width_dbl, dim).to(dtype),
+                _block_diagonal(mixer.dt_projs_weight, dtype),
+                -torch.exp(mixer.A_logs.float()))
+
+    if not cache:
+        return make()
+    return cached_derived(mixer, ("core_weights", dtype), [mixer.x_proj_weight, mixer.dt_projs_weight,
+                                                            mixer.A_logs], make)
 
 
 def can_fuse(mixer: nn.Module, x: torch.Tensor) -> bool:
@@ -67,11 +102,7 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
     pixels = height * width
     width_dbl = r + 2 * n
     x_pm = x.permute(0, 2, 3, 1).reshape(batch, pixels, dim)  # pixel-major; a view for channels-last input
-    x_proj_weight, dt_weight, A = cached_derived(  # reused across inference calls (see param_cache)
-        mixer, ("fused_core", x.dtype), [mixer.x_proj_weight, mixer.dt_projs_weight, mixer.A_logs], lambda: (
-            mixer.x_proj_weight.reshape(routes * width_dbl, dim).to(x.dtype),
-            torch.block_diag(*mixer.dt_projs_weight.to(x.dtype)),  # (K*D, K*R)
-            -torch.exp(mixer.A_logs.float())))
+    x_proj_weight, dt_weight, A = core_weights(mixer, x.dtype)  # reused across inference calls
     x_dbl = F.linear(x_pm, x_proj_weight).view(batch, pixels, routes, width_dbl)
     dt_in = x_dbl[..., :r].reshape(batch, pixels, routes * r)
     bs = x_dbl[..., r:r + n].permute(0, 2, 3, 1)  # (B, K, N, P) views, no copies

@@ -15,7 +15,7 @@ from torch import nn
 from vmamba_zoo_kernels.dispatch import triton_available
 from vmamba_zoo_kernels.layer_norm import layer_norm_triton, supports_triton_layer_norm
 
-from .param_cache import cached_derived
+from .param_cache import cached_cast
 
 __all__ = ["LayerNorm", "LayerNorm2d", "make_norm", "use_triton_layer_norm"]
 
@@ -52,10 +52,7 @@ def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     if (bf16_autocast or not autocast_on) and use_triton_layer_norm(x, norm):
         return layer_norm_triton(x, norm.weight, norm.bias, norm.eps)
     if bf16_autocast:
-        params = [p for p in (norm.weight, norm.bias) if p is not None]
-        weight, bias = cached_derived(norm, "bf16", params, lambda: (
-            norm.weight.to(torch.bfloat16) if norm.weight is not None else None,
-            norm.bias.to(torch.bfloat16) if norm.bias is not None else None))
+        weight, bias = cached_cast(norm, (norm.weight, norm.bias), torch.bfloat16)
         with torch.autocast(device_type, enabled=False):
             return F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)

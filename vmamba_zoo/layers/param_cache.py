@@ -13,12 +13,12 @@ so gradients flow as usual.
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Dict, Hashable, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["cached_derived"]
+__all__ = ["cached_derived", "cached_cast"]
 
 _T = TypeVar("_T")
 _CACHES: "weakref.WeakKeyDictionary[nn.Module, Dict[Hashable, Tuple[tuple, object]]]" = weakref.WeakKeyDictionary()
@@ -40,3 +40,15 @@ def cached_derived(module: nn.Module, key: Hashable, params: Sequence[torch.Tens
     value = make()
     cache[key] = (stamp, value)
     return value
+
+
+def cached_cast(module: nn.Module, tensors: Sequence[Optional[torch.Tensor]], dtype: torch.dtype,
+                cache: bool = True) -> Tuple[Optional[torch.Tensor], ...]:
+    """``tensors`` (parameters of ``module``, None entries kept) cast to ``dtype``, through
+    :func:`cached_derived` (one cache entry per module and dtype) unless ``cache`` is False."""
+    def make() -> Tuple[Optional[torch.Tensor], ...]:
+        return tuple(t.to(dtype) if t is not None else None for t in tensors)
+
+    if not cache:
+        return make()
+    return cached_derived(module, ("cast", dtype), [t for t in tensors if t is not None], make)
