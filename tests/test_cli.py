@@ -139,7 +139,7 @@ def test_user_errors_are_one_line(capsys, tmp_path, offline_cache):
 def test_bench_json(capsys, tmp_path):
     out_json = tmp_path / "bench.json"
     rc, out, _ = run(capsys, "bench", TINY, "--device", "cpu", "--batch-size", "1", "--img-size", "32", "--warmup", "0",
-                     "--iters", "1", "--modes", "infer_fp32", "train_bf16", "--json", str(out_json), "--no-progress")
+                     "--iters", "1", "--modes", "infer_fp32", "train_bf16", "--out", str(out_json), "--no-progress")
     assert rc == 0 and TINY in out
     report = json.loads(out_json.read_text())
     assert report["environment"]["torch"] == torch.__version__ and "triton" in report["environment"]
@@ -167,6 +167,41 @@ def test_bench_models_tool_cpu_smoke(capsys, tmp_path):
     report = json.loads(out_json.read_text())
     assert [r["model"] for r in report["results"]] == [TINY, "test_mambaout"]
     assert report["settings"]["batch_size"] == 1 and report["environment"]["device"] == "cpu"
+
+
+def test_bench_models_tool_repeats_in_fresh_processes(capsys, tmp_path):
+    out_json = tmp_path / "repeated.json"
+    rc = _load_tool("bench_models").main([TINY, "--device", "cpu", "--batch-size", "1", "--img-size", "32",
+                                          "--warmup", "0", "--iters", "1", "--modes", "infer_fp32", "--repeats", "2",
+                                          "--out", str(out_json), "--no-progress"])
+    out, _ = capsys.readouterr()
+    assert rc == 0 and "of 2 processes per model" in out
+    report = json.loads(out_json.read_text())
+    assert report["settings"]["repeats"] == 2 and report["environment"]["processes"] == 2
+    (result,) = report["results"]
+    assert result["model"] == TINY and len(result["img_per_s_samples"]) == 2
+    assert result["img_per_s"] == round(sum(result["img_per_s_samples"]) / 2, 2)  # the median of two
+
+
+def test_aggregate_reports_median_samples_and_errors():
+    from vmamba_zoo.benchmark import aggregate_reports
+
+    def report(img_per_s, peak, error=None, batch_size=4):
+        result = dict(model="m", mode="train_bf16", batch_size=batch_size, img_size=32, params=1,
+                      img_per_s=img_per_s, latency_ms_median=1.0 if img_per_s else None,
+                      latency_ms_p90=2.0 if img_per_s else None, peak_mem_gib=peak, error=error,
+                      img_per_s_samples=None)
+        return {"environment": {"date": "d", "device": "cpu"}, "results": [result],
+                "settings": dict(batch_size=batch_size, img_size=32, modes=["train_bf16"])}
+
+    merged = aggregate_reports([report(10.0, 1.0), report(30.0, 3.0), report(20.0, 2.0)])
+    (r,) = merged["results"]
+    assert r["img_per_s"] == 20.0 and r["img_per_s_samples"] == [10.0, 30.0, 20.0] and r["peak_mem_gib"] == 3.0
+    assert merged["settings"]["repeats"] == 3 and r["error"] is None
+    failed = aggregate_reports([report(10.0, 1.0), report(None, None, error="out of memory: x")])
+    assert failed["results"][0]["error"].startswith("out of memory") and failed["results"][0]["img_per_s"] == 10.0
+    with pytest.raises(ValueError, match="different settings"):
+        aggregate_reports([report(10.0, 1.0), report(10.0, 1.0, batch_size=8)])
 
 
 def test_erf_png(capsys, tmp_path):

@@ -8,6 +8,8 @@ TF32 matmuls are off unless --tf32.  Examples::
     # GPU, the settings of the published tables (batch 128, 224x224)
     python tools/bench_models.py vmamba_tiny_s1l8 convnext_tiny swin_tiny_patch4_window7_224 \\
         --out benchmarks/h100.json
+    # host-bound steps vary between processes: 3 fresh processes per model, interleaved, median reported
+    python tools/bench_models.py vmamba_tiny_s1l8 swin_tiny_patch4_window7_224 --repeats 3
     # CPU smoke test
     python tools/bench_models.py test_vmamba resnet18 --device cpu --batch-size 2 --img-size 64 \\
         --warmup 0 --iters 1
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from vmamba_zoo.benchmark import MODES, format_table, run_benchmarks
+from vmamba_zoo.benchmark import MODES, format_table, run_benchmarks, run_benchmarks_repeated
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -36,6 +38,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--tf32", action="store_true")
     p.add_argument("--out", type=Path, help="JSON output (default: benchmarks/<device>_bs<batch>.json)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="N > 1: every model in N fresh processes, interleaved across models; median and samples")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -46,9 +50,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = [m for m in args.models if not timm.is_model(m)]
     if unknown:
         p.error(f"unknown models: {unknown}")
-    report = run_benchmarks(args.models, device=args.device, batch_size=args.batch_size, img_size=args.img_size,
-                            modes=args.modes, warmup=args.warmup, iters=args.iters,
-                            channels_last=args.channels_last, tf32=args.tf32, progress=not args.no_progress)
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    settings = dict(device=args.device, batch_size=args.batch_size, img_size=args.img_size, modes=args.modes,
+                    warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, tf32=args.tf32,
+                    progress=not args.no_progress)
+    if args.repeats > 1:
+        report = run_benchmarks_repeated(args.models, repeats=args.repeats, **settings)
+    else:
+        report = run_benchmarks(args.models, **settings)
     print(format_table(report))
     out = args.out
     if out is None:

@@ -11,21 +11,34 @@ Each mode runs ``warmup`` untimed and ``iters`` timed iterations; throughput is
 ``batch_size * iters / total time``; latency is per batch (median, p90).  Peak
 memory is ``torch.cuda.max_memory_allocated`` (reset per mode); it is not
 measured on CPU (reported as null).
+
+A step whose speed is set by the host (Python and kernel launches: VMamba's
+bf16 training step on an H100) reads differently from one process to the next
+on the same machine -- up to ±10% in ``benchmarks/ab_session4`` -- so
+:func:`run_benchmarks_repeated` runs every model in a fresh process, ``repeats``
+rounds interleaved across the models, and reports the median with all samples.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
+import json
 import logging
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["MODES", "BenchResult", "bench_model", "environment", "run_benchmarks", "format_table"]
+__all__ = ["MODES", "BenchResult", "bench_model", "environment", "run_benchmarks", "run_benchmarks_repeated",
+           "aggregate_reports", "format_table"]
 
 _logger = logging.getLogger(__name__)
 
@@ -46,6 +59,7 @@ class BenchResult:
     latency_ms_p90: Optional[float] = None
     peak_mem_gib: Optional[float] = None
     error: Optional[str] = None
+    img_per_s_samples: Optional[List[float]] = None  # one per process (run_benchmarks_repeated)
 
 
 def environment(device: torch.device) -> Dict[str, Any]:
@@ -214,6 +228,94 @@ def run_benchmarks(
     return {"environment": env, "settings": settings, "results": [dataclasses.asdict(r) for r in results]}
 
 
+def _run_isolated(name: str, settings: Dict[str, Any], workdir: Path, tag: str) -> Dict[str, Any]:
+    """:func:`run_benchmarks` of one model in a fresh Python process (``python -m vmamba_zoo.benchmark``)."""
+    spec_path, out_path = workdir / f"{tag}.spec.json", workdir / f"{tag}.report.json"
+    spec_path.write_text(json.dumps(dict(settings, names=[name], progress=False)))
+    proc = subprocess.run([sys.executable, "-m", "vmamba_zoo.benchmark", str(spec_path), str(out_path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark process for {name!r} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(out_path.read_text())
+
+
+def run_benchmarks_repeated(
+    names: Sequence[str],
+    *,
+    repeats: int,
+    device: str = "auto",
+    batch_size: int = 128,
+    img_size: int = 224,
+    modes: Sequence[str] = MODES,
+    warmup: int = 5,
+    iters: int = 20,
+    channels_last: bool = False,
+    tf32: bool = False,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """:func:`run_benchmarks` with every model in a fresh process, ``repeats`` rounds interleaved across the
+    models (round 1: each model once, round 2: ...), merged by :func:`aggregate_reports` (median img/s,
+    every sample kept).  Arguments as :func:`run_benchmarks`."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown modes {unknown}; choose from {MODES}")
+    settings = dict(device=device, batch_size=batch_size, img_size=img_size, modes=list(modes), warmup=warmup,
+                    iters=iters, channels_last=channels_last, tf32=tf32)
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="vmamba-zoo-bench-") as tmp:
+        for round_index in range(repeats):
+            for i, name in enumerate(names):
+                if progress:
+                    _logger.info("bench round %d/%d: %s", round_index + 1, repeats, name)
+                reports.append(_run_isolated(name, settings, Path(tmp), f"r{round_index}_m{i}"))
+    return aggregate_reports(reports)
+
+
+def aggregate_reports(reports: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Merge reports of the same settings (e.g. one per process and round) into one report: per (model, mode)
+    the median img/s and latency over the samples, the largest p90 latency and peak memory, every img/s in
+    ``img_per_s_samples``, and the first error if any sample failed (its img/s then come from the others)."""
+    if not reports:
+        raise ValueError("no reports to aggregate")
+    settings = {k: v for k, v in reports[0]["settings"].items() if k != "repeats"}
+    for other in reports[1:]:
+        theirs = {k: v for k, v in other["settings"].items() if k != "repeats"}
+        if theirs != settings:
+            raise ValueError(f"reports with different settings cannot be merged: {settings} vs {theirs}")
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for report in reports:
+        for r in report["results"]:
+            groups.setdefault((r["model"], r["mode"]), []).append(r)
+    merged = []
+    for samples in groups.values():
+        ok = [r for r in samples if r["error"] is None and r["img_per_s"] is not None]
+        out = dict(samples[0])
+        errors = [r["error"] for r in samples if r["error"] is not None]
+        out["error"] = errors[0] if errors else None
+        out["img_per_s_samples"] = [r["img_per_s"] for r in ok]
+        out["img_per_s"] = round(statistics.median(out["img_per_s_samples"]), 2) if ok else None
+        out["latency_ms_median"] = round(statistics.median(r["latency_ms_median"] for r in ok), 3) if ok else None
+        out["latency_ms_p90"] = max(r["latency_ms_p90"] for r in ok) if ok else None
+        peaks = [r["peak_mem_gib"] for r in ok if r["peak_mem_gib"] is not None]
+        out["peak_mem_gib"] = max(peaks) if peaks else None
+        merged.append(out)
+    environment_ = dict(reports[0]["environment"], processes=len(reports),
+                        dates=[r["environment"]["date"] for r in reports])
+    rounds = max(len(s) for s in groups.values())
+    return {"environment": environment_, "settings": dict(settings, repeats=rounds), "results": merged}
+
+
+def _cell(r: Dict[str, Any]) -> str:
+    if r["error"] and r["img_per_s"] is None:
+        return r["error"][:12]
+    samples = r.get("img_per_s_samples") or []
+    if len(samples) > 1:
+        return f"{r['img_per_s']:.1f} ({min(samples):.0f}-{max(samples):.0f})"
+    return f"{r['img_per_s']:.1f}"
+
+
 def format_table(report: Dict[str, Any]) -> str:
     """Plain-text table: one row per model, img/s per mode, latency of the first mode and peak memory
     of the training step (of the last mode without one)."""
@@ -227,7 +329,7 @@ def format_table(report: Dict[str, Any]) -> str:
         cells = [name, f"{row['params'] / 1e6:.1f}"]
         for m in modes:
             r = row.get(m)
-            cells.append("-" if r is None else (r["error"][:12] if r["error"] else f"{r['img_per_s']:.1f}"))
+            cells.append("-" if r is None else _cell(r))
         first = row.get(modes[0]) if modes else None
         cells.append("-" if not first or first["latency_ms_median"] is None else f"{first['latency_ms_median']:.1f}")
         peak_mode = "train_bf16" if "train_bf16" in row else (modes[-1] if modes else None)
@@ -238,5 +340,23 @@ def format_table(report: Dict[str, Any]) -> str:
     env = report["environment"]
     title = (f"{env['device_name']} ({env['device']}), torch {env['torch']}, triton {env['triton']}, "
              f"batch {report['settings']['batch_size']}, {report['settings']['img_size']}px")
+    if report["settings"].get("repeats", 1) > 1:
+        title += f", median (min-max) of {report['settings']['repeats']} processes per model"
     out = [title] + ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in lines]
     return "\n".join(out)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m vmamba_zoo.benchmark SPEC.json OUT.json``: the child process of :func:`run_benchmarks_repeated`."""
+    parser = argparse.ArgumentParser(description=_main.__doc__)
+    parser.add_argument("spec", type=Path, help="JSON: keyword arguments of run_benchmarks, with 'names'")
+    parser.add_argument("out", type=Path, help="where to write the report (JSON)")
+    args = parser.parse_args(argv)
+    spec = json.loads(args.spec.read_text())
+    report = run_benchmarks(spec.pop("names"), **spec)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -348,7 +348,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmark import MODES, format_table, run_benchmarks
+    from .benchmark import MODES, format_table, run_benchmarks, run_benchmarks_repeated
 
     names = [check_model_name(n) for n in args.models]
     for n in names:
@@ -359,9 +359,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise UserError(f"unknown --modes {bad}; choose from {', '.join(MODES)}")
-    report = run_benchmarks(names, device=str(_device(args.device)), batch_size=args.batch_size,
-                            img_size=args.img_size, modes=modes, warmup=args.warmup, iters=args.iters,
-                            channels_last=args.channels_last, tf32=args.tf32, progress=not args.no_progress)
+    if args.repeats < 1:
+        raise UserError("--repeats must be >= 1")
+    settings = dict(device=str(_device(args.device)), batch_size=args.batch_size, img_size=args.img_size, modes=modes,
+                    warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, tf32=args.tf32,
+                    progress=not args.no_progress)
+    if args.repeats > 1:
+        report = run_benchmarks_repeated(names, repeats=args.repeats, **settings)
+    else:
+        report = run_benchmarks(names, **settings)
     _out(format_table(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -596,7 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--channels-last", action="store_true")
     s.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (off by default)")
-    s.add_argument("--json", help="write the results to this JSON file")
+    s.add_argument("--json", "--out", dest="json", help="write the results to this JSON file")
+    s.add_argument("--repeats", type=int, default=1,
+                   help="N > 1: every model in N fresh processes, interleaved across models; median and samples")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_bench)
 
