@@ -184,14 +184,15 @@ def test_bench_models_tool_repeats_in_fresh_processes(capsys, tmp_path):
 
 
 def test_aggregate_reports_median_samples_and_errors():
-    from vmamba_zoo.benchmark import aggregate_reports
+    from vmamba_zoo.benchmark import aggregate_reports, format_table
 
     def report(img_per_s, peak, error=None, batch_size=4):
         result = dict(model="m", mode="train_bf16", batch_size=batch_size, img_size=32, params=1,
                       img_per_s=img_per_s, latency_ms_median=1.0 if img_per_s else None,
                       latency_ms_p90=2.0 if img_per_s else None, peak_mem_gib=peak, error=error,
                       img_per_s_samples=None)
-        return {"environment": {"date": "d", "device": "cpu"}, "results": [result],
+        return {"environment": {"date": "d", "device": "cpu", "device_name": "cpu", "torch": "t", "triton": None},
+                "results": [result],
                 "settings": dict(batch_size=batch_size, img_size=32, modes=["train_bf16"])}
 
     merged = aggregate_reports([report(10.0, 1.0), report(30.0, 3.0), report(20.0, 2.0)])
@@ -200,6 +201,7 @@ def test_aggregate_reports_median_samples_and_errors():
     assert merged["settings"]["repeats"] == 3 and r["error"] is None
     failed = aggregate_reports([report(10.0, 1.0), report(None, None, error="out of memory: x")])
     assert failed["results"][0]["error"].startswith("out of memory") and failed["results"][0]["img_per_s"] == 10.0
+    assert "10.0 +failed" in format_table(failed)
     with pytest.raises(ValueError, match="different settings"):
         aggregate_reports([report(10.0, 1.0), report(10.0, 1.0, batch_size=8)])
 

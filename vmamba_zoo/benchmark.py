@@ -311,9 +311,12 @@ def _cell(r: Dict[str, Any]) -> str:
     if r["error"] and r["img_per_s"] is None:
         return r["error"][:12]
     samples = r.get("img_per_s_samples") or []
+    cell = f"{r['img_per_s']:.1f}"
     if len(samples) > 1:
-        return f"{r['img_per_s']:.1f} ({min(samples):.0f}-{max(samples):.0f})"
-    return f"{r['img_per_s']:.1f}"
+        cell += f" ({min(samples):.0f}-{max(samples):.0f})"
+    if r["error"]:  # some processes failed; the number comes from the others
+        cell += " +failed"
+    return cell
 
 
 def format_table(report: Dict[str, Any]) -> str:
