@@ -25,9 +25,8 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .reference import softplus_delta
 
-__all__ = ["selective_scan_chunked", "linear_recurrence_chunked", "flushed_exp"]
+__all__ = ["selective_scan_chunked", "linear_recurrence_chunked", "flushed_exp", "fast_softplus"]
 
 
 # Exponents below this give subnormal floats, whose arithmetic is ~100x slower on x86: such decays are
@@ -36,8 +35,29 @@ _FLUSH_EXPONENT = {torch.float32: -80.0, torch.float64: -700.0}
 
 
 def flushed_exp(x: torch.Tensor) -> torch.Tensor:
-    """exp(x), with results that would be subnormal flushed to 0."""
-    return torch.exp(x.masked_fill(x < _FLUSH_EXPONENT.get(x.dtype, -80.0), float("-inf")))
+    """exp(x), with results that would be subnormal flushed to 0 (NaN stays NaN).  ``threshold`` does the
+    flush in one pass (a compare and a masked fill would be two)."""
+    return torch.exp(torch.threshold(x, _FLUSH_EXPONENT.get(x.dtype, -80.0), float("-inf")))
+
+
+def fast_softplus(x: torch.Tensor) -> torch.Tensor:
+    """softplus(x) (threshold 20, as mamba_ssm) from vectorised ``exp`` and ``log``: about twice as fast as
+    ``F.softplus`` on x86 CPUs, to a relative error below 2e-5 (float32).
+
+    log(1 + e^x) loses relative precision as e^x -> 0, where log1p (unvectorised, slower than softplus)
+    would be needed; below x = -5 the series e - e^2 / 2 (error e^3 / 3 < 1.6e-5 relative) replaces it.
+    NaN and +-inf behave as in ``F.softplus``.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        # exp of x clamped: an infinite e in the branch not taken would make its zero gradient NaN
+        e = torch.exp(x.clamp(max=30.0))
+        y = torch.where(x < -5.0, torch.addcmul(e, e, e, value=-0.5), torch.log(e + 1.0))
+        return torch.where(x > 20.0, x, y)
+    e = torch.exp(x)
+    series = torch.addcmul(e, e, e, value=-0.5)
+    y = e.add_(1.0).log_()  # e is not needed after the series
+    torch.where(x < -5.0, series, y, out=y)
+    return torch.where(x > 20.0, x, y, out=y)
 
 
 def linear_recurrence_chunked(
@@ -134,9 +154,13 @@ def selective_scan_chunked(
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     groups = B.shape[1]
     per_group = dim // groups
-    dt = softplus_delta(delta.to(compute_dtype),
-                        None if delta_bias is None else delta_bias.to(compute_dtype), delta_softplus)
-    dt = dt.masked_fill(dt.abs() < 1e-30, 0.0)  # e.g. softplus of very negative values: subnormal, effectively 0
+    dt = delta.to(compute_dtype)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(compute_dtype)[..., None]
+    if delta_softplus:
+        dt = fast_softplus(dt)
+    # e.g. softplus of very negative values: subnormal, effectively 0 (softplus is >= 0: one pass)
+    dt = torch.threshold(dt, 1e-30, 0.0) if delta_softplus else dt.masked_fill(dt.abs() < 1e-30, 0.0)
     u_f = u.to(compute_dtype)
     A_f = A.to(compute_dtype)
     if reverse:
@@ -155,6 +179,8 @@ def selective_scan_chunked(
         h0_all = initial_state.to(compute_dtype).view(batch, groups, per_group, n_state)
     # slices of the batch bound the extra memory to about max_elements states each
     step = max(1, min(batch, max_elements // max(1, dim * n_state * length)))
+    # the skip term D u is added in the time-major layout, fused with the C contraction when N == 1
+    D_g = None if D is None or return_states else D.to(compute_dtype).view(groups, per_group)
     outs, lasts = [], []
     for start in range(0, batch, step):
         sl = slice(start, start + step)
@@ -166,16 +192,21 @@ def selective_scan_chunked(
         lasts.append(h[-1].reshape(-1, dim, n_state))
         if return_states:
             outs.append(h.reshape(length, -1, dim, n_state).permute(1, 2, 3, 0))
+            continue
+        if n_state > 1:
+            y = (h * C_t[:, sl]).sum(-1)
+            if D_g is not None:
+                y = torch.addcmul(y, u_t[:, sl, ..., 0], D_g)
+        elif D_g is not None:  # y = h C + D u in one pass over h
+            y = torch.addcmul(u_t[:, sl, ..., 0] * D_g, h[..., 0], C_t[:, sl, ..., 0])
         else:
-            y = (h * C_t[:, sl]).sum(-1) if n_state > 1 else (h * C_t[:, sl]).squeeze(-1)
-            outs.append(y.reshape(length, -1, dim).permute(1, 2, 0))
-    out = torch.cat(outs, dim=0)
-    last_state = torch.cat(lasts, dim=0)
+            y = (h * C_t[:, sl]).squeeze(-1)
+        outs.append(y.reshape(length, -1, dim).permute(1, 2, 0))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+    last_state = torch.cat(lasts, dim=0)  # a copy: a view would keep every state h alive
     if reverse:
         out = out.flip(-1)
     if not return_states:
-        if D is not None:
-            out = out + D.to(compute_dtype)[:, None] * u.to(compute_dtype)
         if z is not None:
             out = out * F.silu(z.to(compute_dtype))
     out = out.to(out_dtype).contiguous()

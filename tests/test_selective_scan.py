@@ -162,6 +162,44 @@ def test_cpu_path_matches_reference(n_state, groups, length, reverse, return_sta
             torch.testing.assert_close(g_ours[name], g_ref[name], rtol=1e-4, atol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("n_state,reverse", [(1, False), (1, True), (3, False)])
+def test_cpu_path_batch_slices_match_reference(n_state, reverse):
+    # max_elements small enough that the batch runs in slices of one row (joined afterwards)
+    from vmamba_zoo_kernels.cpu import selective_scan_chunked
+
+    x = make_inputs(3, 8, 2, n_state, 20, torch.float32, device="cpu", with_h0=True)
+    args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    kw = dict(delta_softplus=True, return_last_state=True, initial_state=x["initial_state"], reverse=reverse)
+    ours = selective_scan_chunked(*args, max_elements=8 * n_state * 20, **kw)
+    ref = selective_scan_ref(*args, **kw)
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours[1], ref[1], rtol=1e-4, atol=1e-5)
+    g_ours, g_ref = grads(ours, x), grads(ref, x)
+    for name in g_ref:
+        if g_ref[name] is not None:
+            torch.testing.assert_close(g_ours[name], g_ref[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_fast_softplus_matches_softplus():
+    from vmamba_zoo_kernels.cpu import fast_softplus
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(20000, generator=g) * 8, torch.linspace(-30, 30, 6001),
+                   torch.tensor([-100.0, -5.0, 20.0, 20.5, 100.0, 0.0])])
+    ref = torch.nn.functional.softplus(x.double())
+    for grad in (False, True):
+        xi = x.clone().requires_grad_(grad)
+        got = fast_softplus(xi)
+        assert got.dtype == torch.float32
+        normal = ref > 1e-30  # below, float32 results are subnormal: compared in absolute terms
+        assert float(((got.double() - ref).abs() / ref)[normal].max()) < 2e-5
+        assert float((got.double() - ref).abs()[~normal].max()) < 1e-38
+    got.backward(torch.ones_like(got))  # d softplus / dx = sigmoid(x)
+    torch.testing.assert_close(xi.grad, torch.sigmoid(x), rtol=1e-4, atol=1e-6)
+    special = fast_softplus(torch.tensor([float("nan"), float("inf"), -float("inf")]))
+    assert torch.isnan(special[0]) and special[1] == float("inf") and special[2] == 0.0
+
+
 def test_cpu_path_without_softplus_accepts_negative_delta():
     x = make_inputs(1, 8, 2, 2, 30, torch.float32, device="cpu", with_z=False)
     args = [x[k].detach() for k in ("u", "delta", "A", "B", "C")]
