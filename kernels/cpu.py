@@ -34,10 +34,22 @@ __all__ = ["selective_scan_chunked", "linear_recurrence_chunked", "flushed_exp",
 _FLUSH_EXPONENT = {torch.float32: -80.0, torch.float64: -700.0}
 
 
+def _tracing() -> bool:
+    """Whether the code is being traced (TorchScript, ONNX export): no ``out=``, no non-zero ``threshold``."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _replace_at_or_below(x: torch.Tensor, limit: float, value: float) -> torch.Tensor:
+    """x with the elements <= ``limit`` replaced by ``value`` (NaN kept): one ``threshold`` pass, or a
+    compare and a fill where ``threshold`` cannot be traced."""
+    if _tracing():
+        return x.masked_fill(x <= limit, value)
+    return torch.threshold(x, limit, value)
+
+
 def flushed_exp(x: torch.Tensor) -> torch.Tensor:
-    """exp(x), with results that would be subnormal flushed to 0 (NaN stays NaN).  ``threshold`` does the
-    flush in one pass (a compare and a masked fill would be two)."""
-    return torch.exp(torch.threshold(x, _FLUSH_EXPONENT.get(x.dtype, -80.0), float("-inf")))
+    """exp(x), with results that would be subnormal flushed to 0 (NaN stays NaN)."""
+    return torch.exp(_replace_at_or_below(x, _FLUSH_EXPONENT.get(x.dtype, -80.0), float("-inf")))
 
 
 def fast_softplus(x: torch.Tensor) -> torch.Tensor:
@@ -48,8 +60,9 @@ def fast_softplus(x: torch.Tensor) -> torch.Tensor:
     would be needed; below x = -5 the series e - e^2 / 2 (error e^3 / 3 < 1.6e-5 relative) replaces it.
     NaN and +-inf behave as in ``F.softplus``.
     """
-    if torch.is_grad_enabled() and x.requires_grad:
-        # exp of x clamped: an infinite e in the branch not taken would make its zero gradient NaN
+    if (torch.is_grad_enabled() and x.requires_grad) or _tracing():
+        # functional form (autograd, tracing and ONNX export; the in-place one below uses out=).  exp of x
+        # clamped: an infinite e in the branch not taken would make its zero gradient NaN
         e = torch.exp(x.clamp(max=30.0))
         y = torch.where(x < -5.0, torch.addcmul(e, e, e, value=-0.5), torch.log(e + 1.0))
         return torch.where(x > 20.0, x, y)
@@ -160,7 +173,7 @@ def selective_scan_chunked(
     if delta_softplus:
         dt = fast_softplus(dt)
     # e.g. softplus of very negative values: subnormal, effectively 0 (softplus is >= 0: one pass)
-    dt = torch.threshold(dt, 1e-30, 0.0) if delta_softplus else dt.masked_fill(dt.abs() < 1e-30, 0.0)
+    dt = _replace_at_or_below(dt, 1e-30, 0.0) if delta_softplus else dt.masked_fill(dt.abs() < 1e-30, 0.0)
     u_f = u.to(compute_dtype)
     A_f = A.to(compute_dtype)
     if reverse:
@@ -179,8 +192,10 @@ def selective_scan_chunked(
         h0_all = initial_state.to(compute_dtype).view(batch, groups, per_group, n_state)
     # slices of the batch bound the extra memory to about max_elements states each
     step = max(1, min(batch, max_elements // max(1, dim * n_state * length)))
-    # the skip term D u is added in the time-major layout, fused with the C contraction when N == 1
-    D_g = None if D is None or return_states else D.to(compute_dtype).view(groups, per_group)
+    # the skip term D u is added in the time-major layout, fused with the C contraction when N == 1 (not
+    # while tracing: the ONNX graph then keeps the batch size dynamic only through the add at the end)
+    fuse_D = D is not None and not return_states and not _tracing()
+    D_g = D.to(compute_dtype).view(groups, per_group) if fuse_D else None
     outs, lasts = [], []
     for start in range(0, batch, step):
         sl = slice(start, start + step)
@@ -207,6 +222,8 @@ def selective_scan_chunked(
     if reverse:
         out = out.flip(-1)
     if not return_states:
+        if D is not None and not fuse_D:
+            out = out + D.to(compute_dtype)[:, None] * u.to(compute_dtype)
         if z is not None:
             out = out * F.silu(z.to(compute_dtype))
     out = out.to(out_dtype).contiguous()
