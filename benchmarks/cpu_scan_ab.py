@@ -6,7 +6,8 @@ and a whole vmamba_tiny_s1l8 forward (batch 1, 224², eval, fp32) with the scan 
 timm's convnext_tiny (the anchors' CPU reference) in the same rounds.
 
     git show <rev>:kernels/cpu.py > /tmp/cpu_base.py
-    python benchmarks/cpu_scan_ab.py /tmp/cpu_base.py --out benchmarks/cpu_scan_ab.json
+    python benchmarks/cpu_scan_ab.py /tmp/cpu_base.py --base-label "<rev> kernels/cpu.py" --rounds 12 \
+        --out benchmarks/cpu_scan_ab.json
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import vmamba_zoo_kernels.dispatch as dispatch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base", type=Path, help="the baseline kernels/cpu.py")
+    parser.add_argument("--base-label", default="", help="what the baseline is (e.g. a git revision), recorded")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -67,7 +69,7 @@ def main() -> None:
                       for key, v in entry.items()} for name, entry in times.items()}
     summary["convnext_tiny"] = {"model_ms": dict(median=round(statistics.median(convnext_ms), 2),
                                                  min=round(min(convnext_ms), 2), samples=[round(x, 2) for x in convnext_ms])}
-    report = dict(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(), torch=torch.__version__,
+    report = dict(base=args.base_label or str(args.base), cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(), torch=torch.__version__,
                   rounds=args.rounds, scan_output_max_abs_diff=max_diff, results=summary)
     for name, entry in summary.items():
         if name == "convnext_tiny":
