@@ -57,9 +57,11 @@ def fast_softplus(x: torch.Tensor) -> torch.Tensor:
     ``F.softplus`` on x86 CPUs, to a relative error below 2e-5 (float32).
 
     log(1 + e^x) loses relative precision as e^x -> 0, where log1p (unvectorised, slower than softplus)
-    would be needed; below x = -5 the series e - e^2 / 2 (error e^3 / 3 < 1.6e-5 relative) replaces it.
-    NaN and +-inf behave as in ``F.softplus``.
+    would be needed; below x = -5 the series e - e^2 / 2 (relative error about e^2 / 3 < 1.6e-5) replaces
+    it.  NaN and +-inf behave as in ``F.softplus``.  float64 input gets ``F.softplus`` (full precision).
     """
+    if x.dtype == torch.float64:
+        return F.softplus(x, beta=1.0, threshold=20.0)
     if (torch.is_grad_enabled() and x.requires_grad) or _tracing():
         # functional form (autograd, tracing and ONNX export; the in-place one below uses out=).  exp of x
         # clamped: an infinite e in the branch not taken would make its zero gradient NaN

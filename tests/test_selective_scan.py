@@ -145,6 +145,16 @@ def test_triton_op_compiles_fullgraph():
     assert x["u"].grad is not None and torch.isfinite(x["u"].grad).all()
 
 
+def assert_cpu_path_close(ours, ref, x):
+    """Outputs, final states and the gradients of every input of the CPU path equal the reference's."""
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours[1], ref[1], rtol=1e-4, atol=1e-5)
+    g_ours, g_ref = grads(ours, x), grads(ref, x)
+    for name in g_ref:
+        if g_ref[name] is not None:
+            torch.testing.assert_close(g_ours[name], g_ref[name], rtol=1e-4, atol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("reverse,return_states,with_h0", [(False, False, False), (True, False, True),
                                                            (False, True, True)])
 @pytest.mark.parametrize("n_state,groups,length", [(1, 4, 49), (16, 2, 130), (2, 1, 1)])
@@ -154,12 +164,7 @@ def test_cpu_path_matches_reference(n_state, groups, length, reverse, return_sta
     kw = dict(reverse=reverse, return_states=return_states)
     ours = run(selective_scan, x, backend="cpu", **kw)
     ref = run(selective_scan_ref, x, **kw)
-    torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(ours[1], ref[1], rtol=1e-4, atol=1e-5)
-    g_ours, g_ref = grads(ours, x), grads(ref, x)
-    for name in g_ref:
-        if g_ref[name] is not None:
-            torch.testing.assert_close(g_ours[name], g_ref[name], rtol=1e-4, atol=1e-4, msg=name)
+    assert_cpu_path_close(ours, ref, x)
 
 
 @pytest.mark.parametrize("n_state,reverse", [(1, False), (1, True), (3, False)])
@@ -172,12 +177,7 @@ def test_cpu_path_batch_slices_match_reference(n_state, reverse):
     kw = dict(delta_softplus=True, return_last_state=True, initial_state=x["initial_state"], reverse=reverse)
     ours = selective_scan_chunked(*args, max_elements=8 * n_state * 20, **kw)
     ref = selective_scan_ref(*args, **kw)
-    torch.testing.assert_close(ours[0], ref[0], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(ours[1], ref[1], rtol=1e-4, atol=1e-5)
-    g_ours, g_ref = grads(ours, x), grads(ref, x)
-    for name in g_ref:
-        if g_ref[name] is not None:
-            torch.testing.assert_close(g_ours[name], g_ref[name], rtol=1e-4, atol=1e-4, msg=name)
+    assert_cpu_path_close(ours, ref, x)
 
 
 def test_fast_softplus_matches_softplus():
@@ -198,6 +198,7 @@ def test_fast_softplus_matches_softplus():
     torch.testing.assert_close(xi.grad, torch.sigmoid(x), rtol=1e-4, atol=1e-6)
     special = fast_softplus(torch.tensor([float("nan"), float("inf"), -float("inf")]))
     assert torch.isnan(special[0]) and special[1] == float("inf") and special[2] == 0.0
+    assert torch.equal(fast_softplus(x.double()), ref)  # float64: exact softplus
 
 
 def test_cpu_path_without_softplus_accepts_negative_delta():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import inspect
 import json
 import logging
 import platform
@@ -239,30 +240,22 @@ def _run_isolated(name: str, settings: Dict[str, Any], workdir: Path, tag: str) 
     return json.loads(out_path.read_text())
 
 
-def run_benchmarks_repeated(
-    names: Sequence[str],
-    *,
-    repeats: int,
-    device: str = "auto",
-    batch_size: int = 128,
-    img_size: int = 224,
-    modes: Sequence[str] = MODES,
-    warmup: int = 5,
-    iters: int = 20,
-    channels_last: bool = False,
-    tf32: bool = False,
-    progress: bool = True,
-) -> Dict[str, Any]:
+def run_benchmarks_repeated(names: Sequence[str], *, repeats: int, progress: bool = True,
+                            **settings: Any) -> Dict[str, Any]:
     """:func:`run_benchmarks` with every model in a fresh process, ``repeats`` rounds interleaved across the
     models (round 1: each model once, round 2: ...), merged by :func:`aggregate_reports` (median img/s,
-    every sample kept).  Arguments as :func:`run_benchmarks`."""
+    every sample kept).  ``settings``: the other keyword arguments of :func:`run_benchmarks` (device,
+    batch_size, img_size, modes, warmup, iters, channels_last, tf32)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    unknown = [m for m in modes if m not in MODES]
+    accepted = set(inspect.signature(run_benchmarks).parameters) - {"names", "progress"}
+    unexpected = sorted(set(settings) - accepted)
+    if unexpected:
+        raise TypeError(f"run_benchmarks_repeated got unexpected settings {unexpected}; accepted: {sorted(accepted)}")
+    unknown = [m for m in settings.get("modes", MODES) if m not in MODES]
     if unknown:
         raise ValueError(f"unknown modes {unknown}; choose from {MODES}")
-    settings = dict(device=device, batch_size=batch_size, img_size=img_size, modes=list(modes), warmup=warmup,
-                    iters=iters, channels_last=channels_last, tf32=tf32)
+    settings = dict(settings, modes=list(settings.get("modes", MODES)))
     reports = []
     with tempfile.TemporaryDirectory(prefix="vmamba-zoo-bench-") as tmp:
         for round_index in range(repeats):
