@@ -25,6 +25,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from .reference import softplus_delta
 
 __all__ = ["selective_scan_chunked", "linear_recurrence_chunked", "flushed_exp", "fast_softplus"]
 
@@ -169,9 +170,8 @@ def selective_scan_chunked(
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     groups = B.shape[1]
     per_group = dim // groups
-    dt = delta.to(compute_dtype)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(compute_dtype)[..., None]
+    dt = softplus_delta(delta.to(compute_dtype), None if delta_bias is None else delta_bias.to(compute_dtype),
+                        delta_softplus=False)  # + delta_bias
     if delta_softplus:
         dt = fast_softplus(dt)
     # e.g. softplus of very negative values: subnormal, effectively 0 (softplus is >= 0: one pass)

@@ -69,8 +69,7 @@ def _bwd_op(
                      delta_softplus, reverse, return_states, deterministic, route_index)
     # a custom op's outputs may not alias each other: dB / dC and dA / dD / d(delta_bias) are views of one
     # buffer each in the direct call
-    return [g.clone() if g is not None and g._base is not None else g if g is not None else _empty(u)
-            for g in grads]
+    return [_empty(u) if g is None else g.clone() if g._base is not None else g for g in grads]
 
 
 @_bwd_op.register_fake

@@ -168,8 +168,7 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
 
 
 def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch.dtype):
-    """Gradients of :func:`_mixer_forward` for (x, norm.w, norm.b, in_proj.w, in_proj.b, conv.w, conv.b,
-    x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, out_norm.w, out_norm.b, out_proj.w, out_proj.b)."""
+    """(d x, [gradients of :func:`_mixer_params`]) of :func:`_mixer_forward`, in the compute dtype."""
     from vmamba_zoo_kernels.triton_scan import scan_bwd
 
     op = block.op
@@ -210,13 +209,9 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
         conv.dilation, False, [0, 0], conv.groups, [True, True, conv.bias is not None])
     d_h, d_w_in, d_b_in = _linear_grads(du.permute(0, 2, 3, 1), h, w_in, op.in_proj.bias is not None)
     dx, d_n_w, d_n_b = _ln_backward(d_h, ln1, tri1)
-    return (dx, _grad_as(d_n_w, block.norm.weight), _grad_as(d_n_b, block.norm.bias),
-            _grad_as(d_w_in, op.in_proj.weight), _grad_as(d_b_in, op.in_proj.bias),
-            _grad_as(d_w_conv, conv.weight), _grad_as(d_b_conv, conv.bias),
-            _grad_as(d_wx, op.x_proj_weight), _grad_as(diagonal_blocks(d_wdt, routes), op.dt_projs_weight),
-            _grad_as(dbias, op.dt_projs_bias), _grad_as(dA * A, op.A_logs),  # d(-exp(A_logs)) = A d(A_logs)
-            _grad_as(dD, op.Ds), _grad_as(d_on_w, op.out_norm.weight), _grad_as(d_on_b, op.out_norm.bias),
-            _grad_as(d_w_out, op.out_proj.weight), _grad_as(d_b_out, op.out_proj.bias))
+    # in the order of _mixer_params; d(-exp(A_logs)) = A d(A_logs)
+    return dx, [d_n_w, d_n_b, d_w_in, d_b_in, d_w_conv, d_b_conv, d_wx, diagonal_blocks(d_wdt, routes), dbias,
+                dA * A, dD, d_on_w, d_on_b, d_w_out, d_b_out]
 
 
 def _mixer_params(block: nn.Module) -> List[_TensorOpt]:
@@ -241,7 +236,7 @@ def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
 
 
 def _mlp_backward(block: nn.Module, dout: Tensor, tensors, tri: bool, dtype: torch.dtype):
-    """Gradients of :func:`_mlp_forward` for (x, norm2.w, norm2.b, fc1.w, fc1.b, fc2.w, fc2.b)."""
+    """(d x, [gradients of :func:`_mlp_params`]) of :func:`_mlp_forward`, in the compute dtype."""
     mlp = block.mlp
     ln, (h, g, act, w1, w2) = tensors[:5], tensors[5:]
     approximate = mlp.act.approximate
@@ -250,9 +245,7 @@ def _mlp_backward(block: nn.Module, dout: Tensor, tensors, tri: bool, dtype: tor
     d_g = torch.ops.aten.gelu_backward(d_act, g, approximate=approximate)
     d_h, d_w1, d_b1 = _linear_grads(d_g, h, w1, mlp.fc1.bias is not None)
     dx, d_n_w, d_n_b = _ln_backward(d_h, ln, tri)
-    return (dx, _grad_as(d_n_w, block.norm2.weight), _grad_as(d_n_b, block.norm2.bias),
-            _grad_as(d_w1, mlp.fc1.weight), _grad_as(d_b1, mlp.fc1.bias),
-            _grad_as(d_w2, mlp.fc2.weight), _grad_as(d_b2, mlp.fc2.bias))
+    return dx, [d_n_w, d_n_b, d_w1, d_b1, d_w2, d_b2]  # in the order of _mlp_params
 
 
 def _mlp_params(block: nn.Module) -> List[_TensorOpt]:
@@ -263,7 +256,8 @@ def _mlp_params(block: nn.Module) -> List[_TensorOpt]:
 # ----------------------------------------------------------------------------- the autograd nodes
 class _Branch(torch.autograd.Function):
     """A branch as one autograd node: ``run(block, x, dtype, save)`` is its forward, ``grads(block, dout,
-    saved tensors, flags, dtype)`` its backward, returning the gradient of x then of ``params(block)``."""
+    saved tensors, flags, dtype)`` its backward, returning (d x, [gradients of ``params(block)``]), which
+    are returned here in their parameters' dtypes and shapes."""
 
     run = grads = params = None  # set by the subclasses
 
@@ -277,8 +271,9 @@ class _Branch(torch.autograd.Function):
     @classmethod
     def backward(cls, ctx, dout):
         with torch.autocast(dout.device.type, enabled=False):
-            grads = cls.grads(ctx.block, dout, ctx.saved_tensors, ctx.flags, ctx.dtype)
-        return (None, None, grads[0].to(ctx.x_dtype)) + tuple(grads[1:])
+            dx, grads = cls.grads(ctx.block, dout, ctx.saved_tensors, ctx.flags, ctx.dtype)
+        params = cls.params(ctx.block)
+        return (None, None, dx.to(ctx.x_dtype)) + tuple(_grad_as(g, p) for g, p in zip(grads, params, strict=True))
 
     @classmethod
     def call(cls, block: nn.Module, x: Tensor) -> Tensor:
