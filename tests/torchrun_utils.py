@@ -11,26 +11,33 @@ __all__ = ["torchrun_train"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# tools/train.py's main(), then a barrier and destroy_process_group(): run as a script,
-# tools/train.py lets rank 1 exit while rank 0 still writes the checkpoint, and that gloo
-# process aborts now and then ("terminate called without an active exception", SIGABRT;
-# cf. pytorch/pytorch#190489): 2 of 16 torchrun runs here; destroy_process_group() alone
-# still failed 1 of 14, barrier + destroy passed 12 of 12.
+# tools/train.py's main(), then vmamba_zoo.mm.dist.shutdown_distributed() as tools/train.py's __main__ does
+# (the train script is loaded from its file, so its __main__ block does not run), then the names of the
+# process's threads: none of gloo's may be left (they abort the interpreter's finalisation now and then,
+# "terminate called without an active exception", SIGABRT: the failure this guards against).
 _WORKER = """
 import importlib.util
+import os
 import sys
 
-import torch.distributed as dist
+from vmamba_zoo.mm.dist import shutdown_distributed
 
 spec = importlib.util.spec_from_file_location("vmamba_zoo_tools_train", {train!r})
 train_tool = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train_tool)
 try:
-    train_tool.main(sys.argv[1:])
+    train_tool.main(sys.argv[1:])  # the runner is not kept (shutdown_distributed needs it gone)
 finally:
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    shutdown_distributed()
+if os.path.isdir("/proc/self/task"):
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{{task}}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    print("threads at exit:", sorted(names), file=sys.stderr, flush=True)
 """
 
 
@@ -55,4 +62,9 @@ def torchrun_train(config: Path, work: Path, *args: str) -> str:
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "Distributed training: True" in log and "GPU number: 2" in log, log[-4000:]
+    exits = [line for line in log.splitlines() if line.startswith("threads at exit:")]
+    if os.path.isdir("/proc/self/task"):
+        assert len(exits) == 2, log[-4000:]
+        leftover = [line for line in exits if "gloo" in line]
+        assert not leftover, f"gloo threads still running after shutdown_distributed(): {leftover}"
     return log
