@@ -14,7 +14,8 @@ from typing import Optional
 
 import torch
 
-from .dispatch import resolve_backend
+from .dispatch import native_or_chunked, resolve_backend
+from .native_cpu import scan_routes_native
 from .selective_scan import selective_scan
 
 __all__ = ["selective_scan_routes", "gather_routes", "scatter_routes", "check_route_map"]
@@ -138,6 +139,9 @@ def selective_scan_routes(
         return selective_scan_routes_triton(x, delta, A, B, C, D, delta_bias,
                                             route_index.to(device=x.device, dtype=torch.int32).contiguous(),
                                             delta_softplus, deterministic)
+    resolved = native_or_chunked(backend, resolved, x, delta, A, B, C, D, delta_bias)
+    if resolved == "native":  # reads the routes from the map and merges in place, as the fused kernel
+        return scan_routes_native(x, delta, A, B, C, D, delta_bias, delta_softplus, route_index)
     batch, dim, pixels = x.shape
     routes, length = route_index.shape
     u = gather_routes(x, route_index).reshape(batch, routes * dim, length)

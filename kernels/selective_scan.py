@@ -9,7 +9,7 @@ from .reference import selective_scan_ref
 
 __all__ = ["selective_scan", "BACKENDS"]
 
-BACKENDS = ("auto", "ref", "cpu", "triton")
+BACKENDS = ("auto", "ref", "cpu", "native", "triton")
 
 
 def _check_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
@@ -85,7 +85,9 @@ def selective_scan(
         reverse: scan from t = L-1 down to 0.
         return_states: return the states h (batch, dim, N, L) instead of y (C, D, z unused);
             used by structure-aware state fusion.
-        backend: "auto" (Triton on CUDA, the chunked CPU path elsewhere), "triton", "cpu" or "ref".
+        backend: "auto" (Triton on CUDA; on the CPU the native kernel where no autograd graph is needed,
+            else the chunked path), "triton", "cpu" (the chunked PyTorch path), "native" (the compiled CPU
+            kernel, forward only: :mod:`vmamba_zoo_kernels.native_cpu`) or "ref".
         deterministic: make the backward bitwise reproducible (no float atomics).
 
     Math (all accumulation in float32)::

@@ -62,3 +62,24 @@ def test_cached_cast_keeps_none_reuses_and_follows_updates():
         lin.weight.mul_(2)  # an in-place update is seen
         w4, _ = cached_cast(lin, (lin.weight, lin.bias), torch.bfloat16)
         torch.testing.assert_close(w4.float(), 2 * w1.float())
+
+
+def test_conv_keeps_a_channels_last_weight_for_channels_last_cpu_input():
+    from vmamba_zoo.layers.conv import conv2d_keep_layout
+    from vmamba_zoo.layers.param_cache import _CACHES
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 10, 3, stride=2, padding=1)
+    x = torch.randn(2, 9, 9, 6).permute(0, 3, 1, 2)  # a channels-last map, as a (B, H, W, C) trunk hands it
+    with torch.no_grad():
+        expected = conv(x.contiguous())
+        got = conv2d_keep_layout(conv, x)
+        torch.testing.assert_close(got, expected)
+        cached = _CACHES[conv]["channels_last_weight"][1]
+        assert cached.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous(
+            memory_format=torch.channels_last)
+        conv.weight.mul_(2.0)  # changed weight: the copy is made again
+        torch.testing.assert_close(conv2d_keep_layout(conv, x), conv(x.contiguous()))
+    y = conv2d_keep_layout(conv, x)  # autograd on: the module itself (gradients reach conv.weight)
+    y.sum().backward()
+    assert conv.weight.grad is not None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -37,7 +38,9 @@ if os.path.isdir("/proc/self/task"):
                 names.append(f.read().strip())
         except OSError:
             pass
-    print("threads at exit:", sorted(names), file=sys.stderr, flush=True)
+    # one write (both ranks print at once; print() writes the text and the newline separately)
+    sys.stderr.write(f"threads at exit: {{sorted(names)}}\\n")
+    sys.stderr.flush()
 """
 
 
@@ -62,7 +65,7 @@ def torchrun_train(config: Path, work: Path, *args: str) -> str:
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "Distributed training: True" in log and "GPU number: 2" in log, log[-4000:]
-    exits = [line for line in log.splitlines() if line.startswith("threads at exit:")]
+    exits = re.findall(r"threads at exit: \[[^\]]*\]", log)
     if os.path.isdir("/proc/self/task"):
         assert len(exits) == 2, log[-4000:]
         leftover = [line for line in exits if "gloo" in line]

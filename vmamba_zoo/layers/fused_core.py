@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vmamba_zoo_kernels import selective_scan_routes
-from vmamba_zoo_kernels.dispatch import resolve_backend
+from vmamba_zoo_kernels.dispatch import native_or_chunked, resolve_backend
+from vmamba_zoo_kernels.native_cpu import scan_routes_native
 from vmamba_zoo_kernels.ops import selective_scan_routes_projected_triton
 
 from .param_cache import cached_derived
@@ -65,15 +66,21 @@ def core_weights(mixer: nn.Module, dtype: torch.dtype, cache: bool = True):
 
 
 def can_fuse(mixer: nn.Module, x: torch.Tensor) -> bool:
-    """Whether the fused kernel suits ``mixer``'s core for input ``x``: CUDA, Triton, a gather pattern
-    without state fusion, and a pixel-major (channels-last) map, whose route gathers read contiguous
-    channel vectors (a channel-first map would be gathered with a stride of W along column routes)."""
+    """Whether a fused kernel suits ``mixer``'s core for input ``x``: a gather pattern without state
+    fusion, and either CUDA with Triton and a pixel-major (channels-last) map, whose route gathers read
+    contiguous channel vectors (a channel-first map would be gathered with a stride of W along column
+    routes), or the CPU where the native kernel can run (no autograd graph needed; a channel-first map
+    costs one transposing copy there)."""
     from vmamba_zoo_kernels.dispatch import triton_available
+    from vmamba_zoo_kernels.native_cpu import native_usable
 
     pattern = mixer.scan_pattern
-    return (x.is_cuda and triton_available() and getattr(pattern, "is_gather", False)
-            and not getattr(pattern, "fuses_states", False)
-            and x.is_contiguous(memory_format=torch.channels_last))
+    if not getattr(pattern, "is_gather", False) or getattr(pattern, "fuses_states", False):
+        return False
+    if x.is_cuda:
+        return triton_available() and x.is_contiguous(memory_format=torch.channels_last)
+    return native_usable(x, mixer.x_proj_weight, mixer.dt_projs_weight, mixer.dt_projs_bias, mixer.A_logs,
+                         mixer.Ds)
 
 
 def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
@@ -104,17 +111,23 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
     x_pm = x.permute(0, 2, 3, 1).reshape(batch, pixels, dim)  # pixel-major; a view for channels-last input
     x_proj_weight, dt_weight, A = core_weights(mixer, x.dtype)  # reused across inference calls
     x_dbl = F.linear(x_pm, x_proj_weight).view(batch, pixels, routes, width_dbl)
-    dt_in = x_dbl[..., :r].reshape(batch, pixels, routes * r)
+    dt_features = x_dbl[..., :r]  # (B, P, K, R) view
     bs = x_dbl[..., r:r + n].permute(0, 2, 3, 1)  # (B, K, N, P) views, no copies
     cs = x_dbl[..., r + n:].permute(0, 2, 3, 1)
     Ds, dt_bias = mixer.Ds.float(), mixer.dt_projs_bias.float().reshape(-1)
     x_map = x_pm.transpose(1, 2)  # (B, D, P) with pixel-major strides
-    if resolve_backend(backend, x.device) == "triton":
+    resolved = resolve_backend(backend, x.device)
+    if resolved == "triton":
         # Δ = dt_in @ dt_weight.T (B, P, K*D) is made inside and recomputed in the backward, not saved
+        dt_in = dt_features.reshape(batch, pixels, routes * r)
         y = selective_scan_routes_projected_triton(x_map, dt_in, dt_weight, A, bs, cs, Ds, dt_bias, route_index,
                                                    True, False)
+    elif native_or_chunked(backend, resolved, x, x_dbl, mixer.dt_projs_weight, A, Ds, dt_bias) == "native":
+        # the kernel projects the K*R dt features per step (no (B, P, K*D) Δ, no block-diagonal GEMM)
+        y = scan_routes_native(x_map, dt_features, A, bs, cs, Ds, dt_bias, True, route_index,
+                               dt_weight=mixer.dt_projs_weight)
     else:
-        dts = F.linear(dt_in, dt_weight)  # (B, P, K*D)
+        dts = F.linear(dt_features.reshape(batch, pixels, routes * r), dt_weight)  # (B, P, K*D)
         y = selective_scan_routes(x_map, dts.transpose(1, 2), A, bs, cs, Ds, dt_bias, True, route_index=route_index,
                                   backend=backend, fused=False, check_index=False)
     return y.view(batch, dim, height, width)

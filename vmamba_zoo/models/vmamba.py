@@ -37,6 +37,7 @@ from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from ..layers import SS2D, ChannelLinear, LayerNorm, LayerNorm2d, make_norm
+from ..layers.conv import conv2d_keep_layout
 from ..layers.fused_block import fast_branches_apply, mixer_branch, mlp_branch
 from ._zoo import ModelFamily, create_zoo_model, register_family, stage_dims
 
@@ -102,8 +103,8 @@ class ConvStem(nn.Module):
         self.norm2 = make_norm(dim, channel_first)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.norm1(self.conv1(x)))
-        return self.norm2(_from_nchw(self.conv2(x), self.channel_first))
+        x = self.act(self.norm1(conv2d_keep_layout(self.conv1, x)))
+        return self.norm2(_from_nchw(conv2d_keep_layout(self.conv2, x), self.channel_first))
 
 
 class PatchMerging2D(nn.Module):
@@ -142,7 +143,7 @@ class ConvDownsample(nn.Module):
         self.norm = make_norm(out_dim, channel_first)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(_to_nchw(x, self.channel_first))
+        x = conv2d_keep_layout(self.conv, _to_nchw(x, self.channel_first))
         return self.norm(_from_nchw(x, self.channel_first))
 
 
