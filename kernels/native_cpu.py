@@ -35,7 +35,7 @@ __all__ = ["native_library", "native_usable", "scan_rows_native", "scan_routes_n
 
 _log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("csrc") / "scan_cpu.c"
-_ABI_VERSION = 4
+_ABI_VERSION = 6
 _BASE_FLAGS = ("-O3", "-std=gnu99", "-fPIC", "-shared", "-fno-math-errno", "-fvisibility=hidden")
 
 _i64, _f32p, _i32p, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
@@ -100,9 +100,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.vz_scan_rows.argtypes = [_i64] * 5 + [_f32p] * 8 + [_int, _int, _f32p, _f32p, _f32p, _int]
     lib.vz_scan_routes.restype = _int
     lib.vz_scan_routes.argtypes = (
-        [_i64] * 3 + [_f32p, _i64, _i64] + [_f32p, _i64, _i64, _i64, _i64, _f32p, _i64] + [_f32p]
+        [_i64] * 5 + [_f32p, _i64, _i64] + [_f32p, _i64, _i64, _i64] + [_f32p]
         + [_f32p, _i64, _i64, _i64, _i64] * 2 + [_f32p, _f32p, _int, _i32p]
-        + [_f32p, _i64, _i64, _i64, _f32p, _i64, _int])
+        + [_f32p, _i64, _i64, _i64, _f32p, _i64, _i64, _int])
     return lib
 
 
@@ -157,16 +157,13 @@ def _tracing() -> bool:
 def native_usable(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether the native kernel can run on these inputs: all on the CPU, 16/32-bit floats, none that
     autograd must differentiate, not tracing or compiling, and the library available."""
-    present = [t for t in tensors if t is not None]
-    if any(t.device.type != "cpu" for t in present):
-        return False
-    if any(t.is_floating_point() and t.dtype == torch.float64 for t in present):
-        return False  # float64 keeps the chunked path's double precision
-    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
-        return False
-    if _tracing():
-        return False
-    return native_library() is not None
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is None:
+            continue
+        if t.device.type != "cpu" or t.dtype == torch.float64 or (grad and t.requires_grad):
+            return False  # (float64 keeps the chunked path's double precision)
+    return not _tracing() and native_library() is not None
 
 
 def _check_code(code: int) -> None:
@@ -228,8 +225,8 @@ def scan_routes_native(
         x: (batch, D, P); A: (K*D, N); B, C: (batch, K, N, P); D, delta_bias: (K*D,); route_index: (K, L).
         delta: without ``dt_weight``, Δ before bias and softplus, (batch, K*D, P).  With ``dt_weight``
             (K, D, R), the R-wide dt features of every route, (batch, P, K*R) or (batch, P, K, R) (e.g. a
-            slice of the x_proj output, any strides): the kernel projects them per step, Δ[k, d] = dt_weight[k, d] . features[k],
-            so the (batch, K*D, P) Δ is never formed.
+            slice of the x_proj output, any strides), projected here with one batched GEMM (K per-route
+            (D, R) products instead of the block-diagonal (K*D, K*R) one).
         Fastest when x and Δ are pixel-major (stride 1 along the channels), as the fused SS2D core passes
         them; B, C and the dt features may have any strides.
     Returns:
@@ -248,16 +245,14 @@ def scan_routes_native(
 
     x32 = pixel_major(x)
     if dt_weight is None:
-        dt32 = pixel_major(delta)  # (batch, K*D, P): element (b, k*D + d, p)
-        dt_strides = (dt32.stride(0), dt32.stride(2), dim, 0)
-        W = None
-    else:
+        dt32 = pixel_major(delta)  # (batch, K*D, P): route k's channel d at row k*D + d
+        dt_strides = (dt32.stride(0), dt32.stride(2), dim)
+    else:  # Δ of each route = its dt features @ its (D, R) weight: one batched GEMM, (K, batch*P, D)
         rank = dt_weight.shape[2]
-        dt32 = delta.detach().to(torch.float32)
-        if dt32.dim() == 3:
-            dt32 = dt32.reshape(batch, pixels, routes, rank)  # (batch, P, K, R), a view where possible
-        dt_strides = (dt32.stride(0), dt32.stride(1), dt32.stride(2), dt32.stride(3))
-        W = dt_weight.detach().to(torch.float32).transpose(1, 2).contiguous()  # (K, R, D)
+        feats = delta.detach().to(torch.float32).reshape(batch, pixels, routes, rank)
+        feats = feats.permute(2, 0, 1, 3).reshape(routes, batch * pixels, rank)
+        dt32 = torch.bmm(feats, dt_weight.detach().to(torch.float32).transpose(1, 2))
+        dt_strides = (pixels * dim, dim, batch * pixels * dim)
     B32, C32 = B.detach().to(torch.float32), C.detach().to(torch.float32)
     A_knd = A.detach().to(torch.float32).view(routes, dim, n_state).transpose(1, 2).contiguous()  # (K, N, D)
     D32, bias32 = _f32(D), _f32(delta_bias)
@@ -271,17 +266,17 @@ def scan_routes_native(
         slices = [(i, 0, batch, 0, dim, k0, k1) for i, (k0, k1) in enumerate(_split(routes, threads))]
     else:
         slices = [(0, 0, batch, d0, d1, 0, routes) for d0, d1 in _split(dim, threads, align=16)]
-    parts = torch.zeros(max(s[0] for s in slices) + 1, batch, pixels, dim, dtype=torch.float32)
+    parts = torch.empty(max(s[0] for s in slices) + 1, batch, pixels, dim, dtype=torch.float32)  # set in C
     table = torch.tensor(slices, dtype=torch.int64)
     code = lib.vz_scan_routes(
-        dim, length, n_state,
+        batch, dim, pixels, length, n_state,
         x32.data_ptr(), x32.stride(0), x32.stride(2),
-        dt32.data_ptr(), *dt_strides, _ptr(W), 0 if W is None else W.shape[1],
+        dt32.data_ptr(), *dt_strides,
         A_knd.data_ptr(),
         B32.data_ptr(), B32.stride(0), B32.stride(3), B32.stride(1), B32.stride(2),
         C32.data_ptr(), C32.stride(0), C32.stride(3), C32.stride(1), C32.stride(2),
         _ptr(D32), _ptr(bias32), int(delta_softplus), index.data_ptr(),
-        parts.data_ptr(), parts.stride(1), parts.stride(2), parts.stride(0), table.data_ptr(), len(slices), threads)
+        parts.data_ptr(), parts.stride(1), parts.stride(2), parts.stride(0), table.data_ptr(), len(slices),
+        parts.shape[0], threads)
     _check_code(code)
-    y = parts[0] if parts.shape[0] == 1 else parts.sum(0)
-    return y.transpose(1, 2)
+    return parts[0].transpose(1, 2)  # the parts were summed into part 0

@@ -550,9 +550,14 @@ def _scan_backend_name(device) -> str:
     import torch
 
     try:
-        return str(resolve("auto", torch.empty(0, device=device)))
+        name = str(resolve("auto", torch.empty(0, device=device)))
     except (TypeError, ValueError, RuntimeError):
         return "auto"
+    if name == "cpu":  # inference runs the compiled kernel where it could be built
+        from vmamba_zoo_kernels.native_cpu import native_library
+
+        return "native (compiled C)" if native_library() is not None else "cpu (chunked PyTorch)"
+    return name
 
 
 # --------------------------------------------------------------------------- parser

@@ -33,7 +33,7 @@
 #define VZ_PREFETCH_AHEAD 8
 
 /* version of this file's ABI; native_cpu.py refuses a library with another one */
-VZ_API int vz_abi_version(void) { return 4; }
+VZ_API int vz_abi_version(void) { return 6; }
 
 static inline float vz_bits_to_float(int32_t bits) {
     float f;
@@ -178,25 +178,22 @@ static int rows_slice(int64_t dim, int64_t length, int64_t nstate, int64_t group
  * One slice of vz_scan_routes: routes [k_begin, k_end) through a pixel-major map, for batches [b_begin, b_end) and channels
  * [d_begin, d_end):
  *   x: (batch, P, D) at x + b * x_sb + p * x_sp + d;
- *   without dt_weight, delta holds Δ before bias and softplus: element (b, p, k * D + d) at
- *   delta + b * dl_sb + p * dl_sp + k * dl_sk + d (dl_sr unused);
- *   with dt_weight (K, R, D) contiguous, delta holds the R-wide dt features of each route, element
- *   (b, p, k, r) at delta + b * dl_sb + p * dl_sp + k * dl_sk + r * dl_sr, and the kernel projects
- *   them: Δ[d] = sum_r dt_weight[k, r, d] * features[r] (the (batch, P, K*D) Δ is never stored);
+ *   delta: Δ before bias and softplus, route k's channel d of pixel p at delta + b * dl_sb + p * dl_sp +
+ *   k * dl_sk + d;
  *   A: (K, N, D) contiguous;  B, C: element (b, p, k, n) at
  *   B + b * b_sb + p * b_sp + k * b_sk + n * b_sn (same for C);  D, delta_bias: (K*D) or NULL;
  *   route_index: (K, L) int32, -1 for a padding step (reads zeros; the state still decays);
- *   y: (batch, P, D) at y + b * y_sb + p * y_sp + d, zero on entry; receives the sum of the routes.
+ *   y: (batch, P, D) at y + b * y_sb + p * y_sp + d; the slice's region (its batches and channels, all
+ *   P pixels) is set to the sum of the slice's routes.
  * Threads working side by side should take whole batches or disjoint routes (each with its own y, summed
  * afterwards): two threads on two halves of the channels of the same pixels ran slower than one (the
  * cores' adjacent-line prefetchers pull each other's lines of y).
  * Every route must visit a pixel at most once (checked by the caller).  Returns 0, or 1 when the
  * work buffers cannot be allocated.
  */
-static int routes_slice(int64_t dim, int64_t length, int64_t nstate,
+static int routes_slice(int64_t dim, int64_t pixels, int64_t length, int64_t nstate,
                         const float *x, int64_t x_sb, int64_t x_sp,
-                        const float *delta, int64_t dl_sb, int64_t dl_sp, int64_t dl_sk, int64_t dl_sr,
-                        const float *dt_weight, int64_t rank,
+                        const float *delta, int64_t dl_sb, int64_t dl_sp, int64_t dl_sk,
                         const float *A,
                         const float *B, int64_t b_sb, int64_t b_sp, int64_t b_sk, int64_t b_sn,
                         const float *C, int64_t c_sb, int64_t c_sp, int64_t c_sk, int64_t c_sn,
@@ -207,15 +204,16 @@ static int routes_slice(int64_t dim, int64_t length, int64_t nstate,
                         int64_t k_begin, int64_t k_end) {
     const int64_t width = d_end - d_begin;
     if (width <= 0) return 0;
-    float *work = vz_alloc_floats((size_t)width * (size_t)(nstate + 5));
+    float *work = vz_alloc_floats((size_t)width * (size_t)(nstate + 4));
     if (!work) return 1;
     float *restrict h = work;                       /* (N, width) states */
     float *restrict dt = work + nstate * width;     /* Δ of the step */
     float *restrict acc = dt + width;               /* the step's output */
     float *restrict bias = acc + width;             /* this route's delta_bias */
     float *restrict skip = bias + width;            /* this route's D */
-    float *restrict raw = skip + width;             /* the step's projected Δ (with dt_weight) */
     vz_fp_state fp = vz_fp_enter();
+    for (int64_t b = b_begin; b < b_end; ++b)  /* this slice's region of y starts at zero */
+        for (int64_t p = 0; p < pixels; ++p) memset(y + b * y_sb + p * y_sp + d_begin, 0, sizeof(float) * (size_t)width);
     for (int64_t b = b_begin; b < b_end; ++b) {
         for (int64_t k = k_begin; k < k_end; ++k) {
             const int32_t *restrict steps = route_index + k * length;
@@ -231,8 +229,7 @@ static int routes_slice(int64_t dim, int64_t length, int64_t nstate,
                     /* column and reversed routes jump between pixels: fetch a later step's lines now */
                     const int64_t q = steps[s + VZ_PREFETCH_AHEAD];
                     const char *xq = (const char *)(x + b * x_sb + q * x_sp + d_begin);
-                    const char *dq = dt_weight ? (const char *)(delta + b * dl_sb + q * dl_sp + k * dl_sk)
-                                               : (const char *)(delta + b * dl_sb + q * dl_sp + k * dl_sk + d_begin);
+                    const char *dq = (const char *)(delta + b * dl_sb + q * dl_sp + k * dl_sk + d_begin);
                     const char *yq = (const char *)(y + b * y_sb + q * y_sp + d_begin);
                     for (int64_t off = 0; off < width * (int64_t)sizeof(float); off += 64) {
                         __builtin_prefetch(xq + off, 0);
@@ -250,21 +247,7 @@ static int routes_slice(int64_t dim, int64_t length, int64_t nstate,
                     continue;
                 }
                 const float *restrict xp = x + b * x_sb + p * x_sp + d_begin;
-                const float *restrict dp;
-                if (dt_weight) {
-                    const float *feat = delta + b * dl_sb + p * dl_sp + k * dl_sk;
-                    const float *restrict W = dt_weight + k * rank * dim + d_begin;
-                    const float f0 = feat[0];
-                    for (int64_t j = 0; j < width; ++j) raw[j] = W[j] * f0;
-                    for (int64_t r = 1; r < rank; ++r) {
-                        const float fr = feat[r * dl_sr];
-                        const float *restrict Wr = W + r * dim;
-                        for (int64_t j = 0; j < width; ++j) raw[j] += Wr[j] * fr;
-                    }
-                    dp = raw;
-                } else {
-                    dp = delta + b * dl_sb + p * dl_sp + k * dl_sk + d_begin;
-                }
+                const float *restrict dp = delta + b * dl_sb + p * dl_sp + k * dl_sk + d_begin;
                 const float *Bp = B + b * b_sb + p * b_sp + k * b_sk;
                 const float *Cp = C + b * c_sb + p * c_sp + k * c_sk;
                 float *restrict yp = y + b * y_sb + p * y_sp + d_begin;
@@ -331,27 +314,38 @@ VZ_API int vz_scan_rows(int64_t batch, int64_t dim, int64_t length, int64_t nsta
 }
 
 /* Routes through a pixel-major map in nslices slices on up to nthreads threads.  slices: (nslices, 7) of
- * (y part, b_begin, b_end, d_begin, d_end, k_begin, k_end); a slice adds into y + part * y_part_stride.
- * Other arguments as routes_slice. */
-VZ_API int vz_scan_routes(int64_t dim, int64_t length, int64_t nstate,
+ * (y part, b_begin, b_end, d_begin, d_end, k_begin, k_end); a slice writes its region of part
+ * y + part * y_part_stride (the regions of one part's slices must not overlap).  With nparts > 1 the
+ * parts (contiguous (batch, P, D) each) are then summed into part 0.  Other arguments as routes_slice. */
+VZ_API int vz_scan_routes(int64_t batch, int64_t dim, int64_t pixels, int64_t length, int64_t nstate,
                           const float *x, int64_t x_sb, int64_t x_sp,
-                          const float *delta, int64_t dl_sb, int64_t dl_sp, int64_t dl_sk, int64_t dl_sr,
-                          const float *dt_weight, int64_t rank,
+                          const float *delta, int64_t dl_sb, int64_t dl_sp, int64_t dl_sk,
                           const float *A,
                           const float *B, int64_t b_sb, int64_t b_sp, int64_t b_sk, int64_t b_sn,
                           const float *C, int64_t c_sb, int64_t c_sp, int64_t c_sk, int64_t c_sn,
                           const float *D, const float *delta_bias, int softplus,
                           const int32_t *route_index,
                           float *y, int64_t y_sb, int64_t y_sp, int64_t y_part_stride,
-                          const int64_t *slices, int64_t nslices, int nthreads) {
+                          const int64_t *slices, int64_t nslices, int64_t nparts, int nthreads) {
     int failed = 0;
 #pragma omp parallel for num_threads(nthreads) schedule(static, 1) reduction(| : failed)
     for (int64_t i = 0; i < nslices; ++i) {
         const int64_t *sl = slices + 7 * i;
-        failed |= routes_slice(dim, length, nstate, x, x_sb, x_sp, delta, dl_sb, dl_sp, dl_sk, dl_sr, dt_weight, rank,
-                               A, B, b_sb, b_sp, b_sk, b_sn, C, c_sb, c_sp, c_sk, c_sn, D, delta_bias, softplus,
+        failed |= routes_slice(dim, pixels, length, nstate, x, x_sb, x_sp, delta, dl_sb, dl_sp, dl_sk, A, B, b_sb, b_sp, b_sk, b_sn, C, c_sb, c_sp, c_sk, c_sn, D, delta_bias, softplus,
                                route_index, y + sl[0] * y_part_stride, y_sb, y_sp, sl[1], sl[2], sl[3], sl[4], sl[5],
                                sl[6]);
+    }
+    if (nparts > 1 && !failed) {
+        const int64_t total = batch * pixels * dim, chunk = 4096;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+        for (int64_t start = 0; start < total; start += chunk) {
+            const int64_t end = start + chunk < total ? start + chunk : total;
+            float *restrict y0 = y;
+            for (int64_t part = 1; part < nparts; ++part) {
+                const float *restrict yk = y + part * y_part_stride;
+                for (int64_t i = start; i < end; ++i) y0[i] += yk[i];
+            }
+        }
     }
     return failed;
 }

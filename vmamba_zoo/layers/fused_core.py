@@ -123,7 +123,7 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
         y = selective_scan_routes_projected_triton(x_map, dt_in, dt_weight, A, bs, cs, Ds, dt_bias, route_index,
                                                    True, False)
     elif native_or_chunked(backend, resolved, x, x_dbl, mixer.dt_projs_weight, A, Ds, dt_bias) == "native":
-        # the kernel projects the K*R dt features per step (no (B, P, K*D) Δ, no block-diagonal GEMM)
+        # per-route dt projections (one bmm, not the block-diagonal GEMM), routes read from the map, merged in C
         y = scan_routes_native(x_map, dt_features, A, bs, cs, Ds, dt_bias, True, route_index,
                                dt_weight=mixer.dt_projs_weight)
     else:
