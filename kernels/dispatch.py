@@ -66,15 +66,14 @@ def run_backend(backend: str, deterministic: bool, u, delta, A, B, C, D, z, delt
                 return_last_state, *, out_dtype: Optional[torch.dtype], initial_state, reverse, return_states):
     requested, backend = backend, resolve_backend(backend, u.device)
     out_dtype = out_dtype or u.dtype
-    if backend in ("cpu", "native") and not return_states:
+    if backend in ("cpu", "native"):
         backend = native_or_chunked(requested, backend, u, delta, A, B, C, D, z, delta_bias, initial_state)
-    elif backend == "native":
-        raise ValueError("backend='native' does not return the states (return_states=True); use 'cpu' or 'auto'")
     if backend == "native":
         if B.dim() == 3:
             B, C = B.unsqueeze(1), C.unsqueeze(1)
         return scan_rows_native(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
-                                out_dtype=out_dtype, initial_state=initial_state, reverse=reverse)
+                                out_dtype=out_dtype, initial_state=initial_state, reverse=reverse,
+                                return_states=return_states)
     if backend == "cpu":
         return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
                                       out_dtype=out_dtype, initial_state=initial_state, reverse=reverse,

@@ -35,7 +35,7 @@ __all__ = ["native_library", "native_usable", "scan_rows_native", "scan_routes_n
 
 _log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("csrc") / "scan_cpu.c"
-_ABI_VERSION = 6
+_ABI_VERSION = 7
 _BASE_FLAGS = ("-O3", "-std=gnu99", "-fPIC", "-shared", "-fno-math-errno", "-fvisibility=hidden")
 
 _i64, _f32p, _i32p, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
@@ -97,7 +97,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.vz_openmp.restype = _int
     lib.vz_openmp.argtypes = []
     lib.vz_scan_rows.restype = _int
-    lib.vz_scan_rows.argtypes = [_i64] * 5 + [_f32p] * 8 + [_int, _int, _f32p, _f32p, _f32p, _int]
+    lib.vz_scan_rows.argtypes = [_i64] * 5 + [_f32p] * 8 + [_int, _int, _f32p, _f32p, _f32p, _f32p, _int]
     lib.vz_scan_routes.restype = _int
     lib.vz_scan_routes.argtypes = (
         [_i64] * 5 + [_f32p, _i64, _i64] + [_f32p, _i64, _i64, _i64] + [_f32p]
@@ -191,12 +191,13 @@ def scan_rows_native(
     u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
     D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
     delta_softplus: bool = False, return_last_state: bool = False, *, out_dtype: Optional[torch.dtype] = None,
-    initial_state: Optional[torch.Tensor] = None, reverse: bool = False,
+    initial_state: Optional[torch.Tensor] = None, reverse: bool = False, return_states: bool = False,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """``selective_scan`` (inputs checked by the caller; B, C as (batch, G, N, L)) on the native kernel.
 
-    Returns out (batch, dim, L) in ``out_dtype`` (default ``u.dtype``) and, with ``return_last_state``,
-    the final state (batch, dim, N) float32."""
+    Returns out (batch, dim, L) -- or with ``return_states`` the states h (batch, dim, N, L) -- in
+    ``out_dtype`` (default ``u.dtype``) and, with ``return_last_state``, the final state (batch, dim, N)
+    float32."""
     lib = native_library()
     if lib is None:
         raise RuntimeError("the native CPU selective scan is unavailable (see the warning logged when it was built)")
@@ -204,13 +205,16 @@ def scan_rows_native(
     n_state, groups = A.shape[1], B.shape[1]
     u32, dt32, A32, B32, C32 = (_f32(t) for t in (u, delta, A, B, C))
     D32, z32, bias32, h0 = (_f32(t) for t in (D, z, delta_bias, initial_state))
-    out = torch.empty(batch, dim, length, dtype=torch.float32)
+    if return_states:
+        out, states = None, torch.empty(batch, dim, n_state, length, dtype=torch.float32)
+    else:
+        out, states = torch.empty(batch, dim, length, dtype=torch.float32), None
     last = torch.empty(batch, dim, n_state, dtype=torch.float32) if return_last_state else None
     ptrs = [_ptr(t) for t in (u32, dt32, A32, B32, C32, D32, z32, bias32)]
     code = lib.vz_scan_rows(batch, dim, length, n_state, groups, *ptrs, int(delta_softplus), int(reverse), _ptr(h0),
-                            out.data_ptr(), _ptr(last), torch.get_num_threads())
+                            _ptr(out), _ptr(states), _ptr(last), torch.get_num_threads())
     _check_code(code)
-    out = out.to(out_dtype or u.dtype)
+    out = (states if return_states else out).to(out_dtype or u.dtype)
     return (out, last) if return_last_state else out
 
 

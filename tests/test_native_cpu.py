@@ -32,6 +32,21 @@ def _scan_inputs(batch, dim, groups, n_state, length, seed=0):
                 initial_state=torch.randn(batch, dim, n_state, generator=g))
 
 
+@pytest.mark.parametrize("n_state,reverse", [(1, False), (4, True)])
+def test_native_states_match_reference(n_state, reverse):
+    """return_states (structure-aware state fusion): the states h (batch, dim, N, L) and the final state."""
+    x = _scan_inputs(2, 8, 2, n_state, 45, seed=4)
+    args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    kw = dict(initial_state=x["initial_state"], reverse=reverse, return_states=True)
+    states, last = selective_scan(*args, True, True, backend="native", **kw)
+    ref_states, ref_last = selective_scan_ref(*(a.double() for a in args), True, True,
+                                              initial_state=x["initial_state"].double(), reverse=reverse,
+                                              return_states=True)
+    assert states.shape == (2, 8, n_state, 45) and states.dtype == torch.float32
+    torch.testing.assert_close(states.double(), ref_states, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last.double(), ref_last, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("n_state,groups,length", [(1, 4, 97), (16, 2, 130), (3, 1, 1)])
 @pytest.mark.parametrize("softplus,reverse,with_optional", [(True, False, True), (True, True, False),
                                                             (False, False, True)])
@@ -141,12 +156,10 @@ def test_auto_runs_native_only_without_an_autograd_graph(monkeypatch):
     assert calls == [1] and y.requires_grad
     y.sum().backward()
     assert args[0].grad is not None
-    selective_scan(*[a.detach() for a in args], backend="auto", return_states=True)  # states: chunked path
-    assert calls == [1]
+    selective_scan(*[a.detach() for a in args], backend="auto", return_states=True)  # no grad needed: native
+    assert calls == [1, 1]
     with pytest.raises(ValueError, match="forward only"):
         selective_scan(*args, backend="native")
-    with pytest.raises(ValueError, match="return_states"):
-        selective_scan(*[a.detach() for a in args], backend="native", return_states=True)
 
 
 @pytest.mark.parametrize("scan", ["cross", "atrous", "bi"])
@@ -162,9 +175,11 @@ def test_fused_core_on_cpu_matches_forward_core(scan):
     assert not can_fuse(mixer, x)  # grad enabled and the parameters require grad: the differentiable path
 
 
-def test_model_inference_native_equals_chunked(monkeypatch):
+@pytest.mark.parametrize("name", ["test_vmamba", "test_efficient_vmamba", "test_spatial_mamba", "test_wave_vmamba"])
+def test_model_inference_native_equals_chunked(monkeypatch, name):
+    """Gather patterns (fused core), state fusion (return_states) and the wavelet pattern (rows)."""
     torch.manual_seed(0)
-    model = timm.create_model("test_vmamba").eval()
+    model = timm.create_model(name).eval()
     image = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         native = model(image)

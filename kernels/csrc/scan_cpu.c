@@ -33,7 +33,7 @@
 #define VZ_PREFETCH_AHEAD 8
 
 /* version of this file's ABI; native_cpu.py refuses a library with another one */
-VZ_API int vz_abi_version(void) { return 6; }
+VZ_API int vz_abi_version(void) { return 7; }
 
 static inline float vz_bits_to_float(int32_t bits) {
     float f;
@@ -116,13 +116,15 @@ static inline void vz_fp_leave(vz_fp_state s) {
 /*
  * One slice of vz_scan_rows: rows [row_begin, row_end) of the selective scan, row = b * dim + d.  All tensors contiguous:
  *   u, delta, z, out: (batch, dim, L); A: (dim, N); B, C: (batch, G, N, L); D, delta_bias: (dim);
- *   h0, last: (batch, dim, N).  z, D, delta_bias, h0 and last may be NULL.
+ *   h0, last: (batch, dim, N); states: (batch, dim, N, L).  z, D, delta_bias, h0 and last may be NULL;
+ *   with states (return_states) the states are written instead of out (C, D and z unused, out may be NULL).
  * Returns 0, or 1 when the work buffers cannot be allocated.
  */
 static int rows_slice(int64_t dim, int64_t length, int64_t nstate, int64_t groups,
                       const float *u, const float *delta, const float *A, const float *B, const float *C,
                       const float *D, const float *z, const float *delta_bias, int softplus, int reverse,
-                      const float *h0, float *out, float *last, int64_t row_begin, int64_t row_end) {
+                      const float *h0, float *out, float *states, float *last, int64_t row_begin,
+                      int64_t row_end) {
     float *work = vz_alloc_floats(3 * (size_t)length);
     if (!work) return 1;
     float *dt = work, *decay = work + length, *drive = work + 2 * length;
@@ -132,7 +134,7 @@ static int rows_slice(int64_t dim, int64_t length, int64_t nstate, int64_t group
         const int64_t b = row / dim, d = row % dim, g = d / per_group;
         const float *restrict ur = u + row * length;
         const float *restrict dr = delta + row * length;
-        float *restrict yr = out + row * length;
+        float *restrict yr = states ? NULL : out + row * length;
         const float bias = delta_bias ? delta_bias[d] : 0.0f;
         for (int64_t t = 0; t < length; ++t) {
             float v = dr[t] + bias;
@@ -147,7 +149,13 @@ static int rows_slice(int64_t dim, int64_t length, int64_t nstate, int64_t group
                 drive[t] = dt[t] * Br[t] * ur[t];
             }
             float h = h0 ? h0[row * nstate + n] : 0.0f;
-            if (n == 0) {
+            if (states) { /* the states themselves, (batch, dim, N, L); no output */
+                float *restrict sr = states + (row * nstate + n) * length;
+                if (reverse)
+                    for (int64_t t = length - 1; t >= 0; --t) { h = decay[t] * h + drive[t]; sr[t] = h; }
+                else
+                    for (int64_t t = 0; t < length; ++t) { h = decay[t] * h + drive[t]; sr[t] = h; }
+            } else if (n == 0) {
                 if (reverse)
                     for (int64_t t = length - 1; t >= 0; --t) { h = decay[t] * h + drive[t]; yr[t] = h * Cr[t]; }
                 else
@@ -160,6 +168,7 @@ static int rows_slice(int64_t dim, int64_t length, int64_t nstate, int64_t group
             }
             if (last) last[row * nstate + n] = h;
         }
+        if (states) continue;
         if (D) {
             const float skip = D[d];
             for (int64_t t = 0; t < length; ++t) yr[t] += skip * ur[t];
@@ -301,7 +310,7 @@ VZ_API int vz_openmp(void) {
 VZ_API int vz_scan_rows(int64_t batch, int64_t dim, int64_t length, int64_t nstate, int64_t groups,
                         const float *u, const float *delta, const float *A, const float *B, const float *C,
                         const float *D, const float *z, const float *delta_bias, int softplus, int reverse,
-                        const float *h0, float *out, float *last, int nthreads) {
+                        const float *h0, float *out, float *states, float *last, int nthreads) {
     const int64_t rows = batch * dim;
     int64_t parts = nthreads < 1 ? 1 : nthreads;
     if (parts > rows) parts = rows;
@@ -309,7 +318,7 @@ VZ_API int vz_scan_rows(int64_t batch, int64_t dim, int64_t length, int64_t nsta
 #pragma omp parallel for num_threads(nthreads) schedule(static, 1) reduction(| : failed)
     for (int64_t i = 0; i < parts; ++i)
         failed |= rows_slice(dim, length, nstate, groups, u, delta, A, B, C, D, z, delta_bias, softplus, reverse,
-                             h0, out, last, rows * i / parts, rows * (i + 1) / parts);
+                             h0, out, states, last, rows * i / parts, rows * (i + 1) / parts);
     return failed;
 }
 
