@@ -263,7 +263,7 @@ def scan_routes_native(
     index = route_index.to(device="cpu", dtype=torch.int32).contiguous()
     threads = torch.get_num_threads()
     # (y part, batches, channels, routes) per thread: whole batches; else disjoint routes, each thread
-    # adding into its own y (summed below); else channel blocks (slower per channel: see the C source)
+    # writing its own part of y (summed into part 0 in C); else channel blocks of whole cache lines
     if batch >= threads or threads == 1:
         slices = [(0, b0, b1, 0, dim, 0, routes) for b0, b1 in _split(batch, threads)]
     elif routes >= 2:

@@ -184,8 +184,8 @@ static int rows_slice(int64_t dim, int64_t length, int64_t nstate, int64_t group
 }
 
 /*
- * One slice of vz_scan_routes: routes [k_begin, k_end) through a pixel-major map, for batches [b_begin, b_end) and channels
- * [d_begin, d_end):
+ * One slice of vz_scan_routes (arguments in vz_routes_args): routes [k_begin, k_end) through a
+ * pixel-major map, for batches [b_begin, b_end) and channels [d_begin, d_end):
  *   x: (batch, P, D) at x + b * x_sb + p * x_sp + d;
  *   delta: Δ before bias and softplus, route k's channel d of pixel p at delta + b * dl_sb + p * dl_sp +
  *   k * dl_sk + d;
@@ -194,23 +194,36 @@ static int rows_slice(int64_t dim, int64_t length, int64_t nstate, int64_t group
  *   route_index: (K, L) int32, -1 for a padding step (reads zeros; the state still decays);
  *   y: (batch, P, D) at y + b * y_sb + p * y_sp + d; the slice's region (its batches and channels, all
  *   P pixels) is set to the sum of the slice's routes.
- * Threads working side by side should take whole batches or disjoint routes (each with its own y, summed
- * afterwards): two threads on two halves of the channels of the same pixels ran slower than one (the
- * cores' adjacent-line prefetchers pull each other's lines of y).
+ * Slices running side by side must write disjoint regions: whole batches, disjoint routes (each into its
+ * own part of y, summed afterwards) or channel blocks (multiples of 16 floats: no shared cache lines).
  * Every route must visit a pixel at most once (checked by the caller).  Returns 0, or 1 when the
  * work buffers cannot be allocated.
  */
-static int routes_slice(int64_t dim, int64_t pixels, int64_t length, int64_t nstate,
-                        const float *x, int64_t x_sb, int64_t x_sp,
-                        const float *delta, int64_t dl_sb, int64_t dl_sp, int64_t dl_sk,
-                        const float *A,
-                        const float *B, int64_t b_sb, int64_t b_sp, int64_t b_sk, int64_t b_sn,
-                        const float *C, int64_t c_sb, int64_t c_sp, int64_t c_sk, int64_t c_sn,
-                        const float *D, const float *delta_bias, int softplus,
-                        const int32_t *route_index,
-                        float *y, int64_t y_sb, int64_t y_sp,
-                        int64_t b_begin, int64_t b_end, int64_t d_begin, int64_t d_end,
-                        int64_t k_begin, int64_t k_end) {
+typedef struct { /* the arguments of vz_scan_routes that every slice shares */
+    int64_t dim, pixels, length, nstate;
+    const float *x;
+    int64_t x_sb, x_sp;
+    const float *delta;
+    int64_t dl_sb, dl_sp, dl_sk;
+    const float *A, *B, *C;
+    int64_t b_sb, b_sp, b_sk, b_sn, c_sb, c_sp, c_sk, c_sn;
+    const float *D, *delta_bias;
+    int softplus;
+    const int32_t *route_index;
+    int64_t y_sb, y_sp;
+} vz_routes_args;
+
+static int routes_slice(const vz_routes_args *args, float *y, int64_t b_begin, int64_t b_end, int64_t d_begin,
+                        int64_t d_end, int64_t k_begin, int64_t k_end) {
+    const int64_t dim = args->dim, pixels = args->pixels, length = args->length, nstate = args->nstate;
+    const float *x = args->x, *delta = args->delta, *A = args->A, *B = args->B, *C = args->C;
+    const float *D = args->D, *delta_bias = args->delta_bias;
+    const int64_t x_sb = args->x_sb, x_sp = args->x_sp, dl_sb = args->dl_sb, dl_sp = args->dl_sp, dl_sk = args->dl_sk;
+    const int64_t b_sb = args->b_sb, b_sp = args->b_sp, b_sk = args->b_sk, b_sn = args->b_sn;
+    const int64_t c_sb = args->c_sb, c_sp = args->c_sp, c_sk = args->c_sk, c_sn = args->c_sn;
+    const int64_t y_sb = args->y_sb, y_sp = args->y_sp;
+    const int softplus = args->softplus;
+    const int32_t *route_index = args->route_index;
     const int64_t width = d_end - d_begin;
     if (width <= 0) return 0;
     float *work = vz_alloc_floats((size_t)width * (size_t)(nstate + 4));
@@ -325,7 +338,8 @@ VZ_API int vz_scan_rows(int64_t batch, int64_t dim, int64_t length, int64_t nsta
 /* Routes through a pixel-major map in nslices slices on up to nthreads threads.  slices: (nslices, 7) of
  * (y part, b_begin, b_end, d_begin, d_end, k_begin, k_end); a slice writes its region of part
  * y + part * y_part_stride (the regions of one part's slices must not overlap).  With nparts > 1 the
- * parts (contiguous (batch, P, D) each) are then summed into part 0.  Other arguments as routes_slice. */
+ * parts (contiguous (batch, P, D) each) are then summed into part 0.  Other arguments as described above
+ * routes_slice. */
 VZ_API int vz_scan_routes(int64_t batch, int64_t dim, int64_t pixels, int64_t length, int64_t nstate,
                           const float *x, int64_t x_sb, int64_t x_sp,
                           const float *delta, int64_t dl_sb, int64_t dl_sp, int64_t dl_sk,
@@ -336,13 +350,14 @@ VZ_API int vz_scan_routes(int64_t batch, int64_t dim, int64_t pixels, int64_t le
                           const int32_t *route_index,
                           float *y, int64_t y_sb, int64_t y_sp, int64_t y_part_stride,
                           const int64_t *slices, int64_t nslices, int64_t nparts, int nthreads) {
+    const vz_routes_args args = {dim, pixels, length, nstate, x, x_sb, x_sp, delta, dl_sb, dl_sp, dl_sk, A, B, C,
+                                 b_sb, b_sp, b_sk, b_sn, c_sb, c_sp, c_sk, c_sn, D, delta_bias, softplus,
+                                 route_index, y_sb, y_sp};
     int failed = 0;
 #pragma omp parallel for num_threads(nthreads) schedule(static, 1) reduction(| : failed)
     for (int64_t i = 0; i < nslices; ++i) {
         const int64_t *sl = slices + 7 * i;
-        failed |= routes_slice(dim, pixels, length, nstate, x, x_sb, x_sp, delta, dl_sb, dl_sp, dl_sk, A, B, b_sb, b_sp, b_sk, b_sn, C, c_sb, c_sp, c_sk, c_sn, D, delta_bias, softplus,
-                               route_index, y + sl[0] * y_part_stride, y_sb, y_sp, sl[1], sl[2], sl[3], sl[4], sl[5],
-                               sl[6]);
+        failed |= routes_slice(&args, y + sl[0] * y_part_stride, sl[1], sl[2], sl[3], sl[4], sl[5], sl[6]);
     }
     if (nparts > 1 && !failed) {
         const int64_t total = batch * pixels * dim, chunk = 4096;
