@@ -35,7 +35,7 @@ __all__ = ["native_library", "native_usable", "scan_rows_native", "scan_routes_n
 
 _log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("csrc") / "scan_cpu.c"
-_ABI_VERSION = 7
+_ABI_VERSION = 8
 _BASE_FLAGS = ("-O3", "-std=gnu99", "-fPIC", "-shared", "-fno-math-errno", "-fvisibility=hidden")
 
 _i64, _f32p, _i32p, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
@@ -167,6 +167,8 @@ def native_usable(*tensors: Optional[torch.Tensor]) -> bool:
 
 
 def _check_code(code: int) -> None:
+    if code & 2:
+        raise ValueError("route_index has entries outside [-1, P) (P = the map's pixels); -1 marks a padding step")
     if code:
         raise MemoryError("the native CPU selective scan could not allocate its work buffers")
 

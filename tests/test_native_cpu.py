@@ -32,6 +32,17 @@ def _scan_inputs(batch, dim, groups, n_state, length, seed=0):
                 initial_state=torch.randn(batch, dim, n_state, generator=g))
 
 
+def test_native_routes_refuse_an_index_outside_the_map():
+    """A bad route map (called directly, unchecked) raises instead of reading or writing out of bounds."""
+    route_index = torch.tensor([[0, 1, 2, 9]])
+    x, delta = torch.randn(1, 3, 4), torch.randn(1, 3, 4)
+    A, B, C = -torch.rand(3, 1), torch.randn(1, 1, 1, 4), torch.randn(1, 1, 1, 4)
+    with pytest.raises(ValueError, match="outside"):
+        native_cpu.scan_routes_native(x, delta, A, B, C, None, None, True, route_index)
+    with pytest.raises(ValueError, match="outside"):
+        native_cpu.scan_routes_native(x, delta, A, B, C, None, None, True, torch.tensor([[0, -2, 1, 2]]))
+
+
 @pytest.mark.parametrize("n_state,reverse", [(1, False), (4, True)])
 def test_native_states_match_reference(n_state, reverse):
     """return_states (structure-aware state fusion): the states h (batch, dim, N, L) and the final state."""

@@ -33,7 +33,7 @@
 #define VZ_PREFETCH_AHEAD 8
 
 /* version of this file's ABI; native_cpu.py refuses a library with another one */
-VZ_API int vz_abi_version(void) { return 7; }
+VZ_API int vz_abi_version(void) { return 8; }
 
 static inline float vz_bits_to_float(int32_t bits) {
     float f;
@@ -196,8 +196,8 @@ static int rows_slice(int64_t dim, int64_t length, int64_t nstate, int64_t group
  *   P pixels) is set to the sum of the slice's routes.
  * Slices running side by side must write disjoint regions: whole batches, disjoint routes (each into its
  * own part of y, summed afterwards) or channel blocks (multiples of 16 floats: no shared cache lines).
- * Every route must visit a pixel at most once (checked by the caller).  Returns 0, or 1 when the
- * work buffers cannot be allocated.
+ * A route may visit a pixel more than once.  Returns 0; 1 when the work buffers cannot be allocated;
+ * 2 when route_index holds an entry outside [-1, P) (the slice stops there).
  */
 typedef struct { /* the arguments of vz_scan_routes that every slice shares */
     int64_t dim, pixels, length, nstate;
@@ -233,6 +233,7 @@ static int routes_slice(const vz_routes_args *args, float *y, int64_t b_begin, i
     float *restrict acc = dt + width;               /* the step's output */
     float *restrict bias = acc + width;             /* this route's delta_bias */
     float *restrict skip = bias + width;            /* this route's D */
+    int status = 0;
     vz_fp_state fp = vz_fp_enter();
     for (int64_t b = b_begin; b < b_end; ++b)  /* this slice's region of y starts at zero */
         for (int64_t p = 0; p < pixels; ++p) memset(y + b * y_sb + p * y_sp + d_begin, 0, sizeof(float) * (size_t)width);
@@ -247,7 +248,12 @@ static int routes_slice(const vz_routes_args *args, float *y, int64_t b_begin, i
             memset(h, 0, sizeof(float) * (size_t)(nstate * width));
             for (int64_t s = 0; s < length; ++s) {
                 const int64_t p = steps[s];
-                if (s + VZ_PREFETCH_AHEAD < length && steps[s + VZ_PREFETCH_AHEAD] >= 0) {
+                if (p < -1 || p >= pixels) { /* not a pixel: stop before reading or writing outside */
+                    status = 2;
+                    goto done;
+                }
+                if (s + VZ_PREFETCH_AHEAD < length && steps[s + VZ_PREFETCH_AHEAD] >= 0
+                    && steps[s + VZ_PREFETCH_AHEAD] < pixels) {
                     /* column and reversed routes jump between pixels: fetch a later step's lines now */
                     const int64_t q = steps[s + VZ_PREFETCH_AHEAD];
                     const char *xq = (const char *)(x + b * x_sb + q * x_sp + d_begin);
@@ -304,9 +310,10 @@ static int routes_slice(const vz_routes_args *args, float *y, int64_t b_begin, i
             }
         }
     }
+done:
     vz_fp_leave(fp);
     free(work);
-    return 0;
+    return status;
 }
 
 /* Whether this build runs its slices on OpenMP threads (linked against the libgomp torch loaded, the same

@@ -1,4 +1,5 @@
-"""The SS2D mixer core fused into the selective-scan kernel (GPU path of gather patterns).
+"""The SS2D mixer core fused into the selective-scan kernel (gather patterns: Triton on GPUs, and the
+native C kernel for CPU inference).
 
 The unfused core materialises the routes::
 

@@ -84,8 +84,11 @@ class SS2D(nn.Module):
     pattern (cross, uni, bi, atrous) runs the fused core
     (:mod:`vmamba_zoo.layers.fused_core`): the kernel reads the routes straight
     from the pixel-major map and merges in place, so the (B, K, D, L) route
-    copies never exist.  Set ``use_fused_kernel = False`` (class or instance
-    attribute) to run the materialising :meth:`forward_core` instead.
+    copies never exist.  On the CPU, where no autograd graph is needed (inference),
+    the gather patterns run the same way on the native C kernel
+    (:mod:`vmamba_zoo_kernels.native_cpu`), from either layout.  Set
+    ``use_fused_kernel = False`` (class or instance attribute) to run the
+    materialising :meth:`forward_core` instead.
     """
 
     use_fused_kernel: bool = True
