@@ -74,9 +74,12 @@ def _compiler_version(compiler: str) -> str:
 
 def _build(compiler: str, flags: Sequence[str], target: Path) -> Optional[str]:
     """Compile the source into ``target`` (atomically); returns None, or the compiler's error output."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
+    try:  # an unwritable cache folder is a build failure like any other (the chunked path then runs)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        return f"cannot write the kernel cache {target.parent} (set VMAMBA_ZOO_CACHE_DIR): {exc}"
     try:
         proc = subprocess.run([compiler, *flags, str(_SOURCE), "-o", tmp], capture_output=True, text=True,
                               timeout=120)

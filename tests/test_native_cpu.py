@@ -217,6 +217,19 @@ def test_unbuildable_kernel_falls_back_to_the_chunked_path(monkeypatch, tmp_path
         native_cpu._load_library.cache_clear()
 
 
+def test_unwritable_cache_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("VMAMBA_ZOO_CACHE_DIR", str(blocker / "cache"))  # below a file: cannot be created
+    native_cpu._load_library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="vmamba_zoo_kernels.native_cpu"):
+            assert native_cpu.native_library() is None
+        assert "VMAMBA_ZOO_CACHE_DIR" in caplog.text
+    finally:
+        native_cpu._load_library.cache_clear()
+
+
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv("VMAMBA_ZOO_NATIVE_CPU", "0")
     assert native_cpu.native_library() is None and not native_cpu.native_usable(torch.zeros(1))
