@@ -12,8 +12,9 @@ useful for CI and debugging, not for speed.
 from __future__ import annotations
 
 import gc
+import logging
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch.distributed as dist
 from mmengine.config import Config
@@ -21,7 +22,9 @@ from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
-__all__ = ["CPUDistributedDataParallel", "setup_cpu_distributed", "shutdown_distributed"]
+__all__ = ["CPUDistributedDataParallel", "setup_cpu_distributed", "shutdown_distributed", "gloo_threads"]
+
+_log = logging.getLogger(__name__)
 
 
 @MODEL_WRAPPERS.register_module()
@@ -84,3 +87,27 @@ def shutdown_distributed() -> None:
         dist.barrier()
         dist.destroy_process_group()
         gc.collect()
+        leftover = gloo_threads()
+        if leftover:
+            _log.warning("%d gloo thread(s) still running after destroy_process_group(): something still holds "
+                         "the process group (a runner or DDP-wrapped model kept by the caller?); the process may "
+                         "abort at exit. Drop those references before shutdown_distributed().", len(leftover))
+
+
+def gloo_threads() -> List[str]:
+    """Names of this process's gloo threads (``gloo_*``, ``pt_gloo_*``), from ``/proc/self/task``
+    (Linux; an empty list elsewhere)."""
+    names = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return names
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if "gloo" in name:
+            names.append(name)
+    return names
