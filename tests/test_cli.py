@@ -143,6 +143,7 @@ def test_bench_json(capsys, tmp_path):
     assert rc == 0 and TINY in out
     report = json.loads(out_json.read_text())
     assert report["environment"]["torch"] == torch.__version__ and "triton" in report["environment"]
+    assert report["environment"]["cpu_scan"] == "native, OpenMP"  # what CPU inference ran, recorded
     assert [r["mode"] for r in report["results"]] == ["infer_fp32", "train_bf16"]
     assert all(r["img_per_s"] > 0 and r["error"] is None for r in report["results"])
 

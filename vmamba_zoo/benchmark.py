@@ -85,6 +85,12 @@ def environment(device: torch.device) -> Dict[str, Any]:
         "tf32": torch.backends.cuda.matmul.allow_tf32,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if device.type == "cpu":  # which selective scan CPU inference ran (training always runs the chunked path)
+        from vmamba_zoo_kernels.native_cpu import native_library
+
+        library = native_library()
+        env["cpu_scan"] = "chunked" if library is None else (
+            "native, OpenMP" if library.vz_openmp() else "native, one thread")
     return env
 
 
