@@ -31,11 +31,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["native_library", "native_usable", "scan_rows_native", "scan_routes_native", "native_cache_dir"]
+__all__ = ["native_library", "native_usable", "scan_rows_native", "scan_routes_native", "dwconv3x3_native",
+           "native_cache_dir"]
 
 _log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("csrc") / "scan_cpu.c"
-_ABI_VERSION = 8
+_ABI_VERSION = 9
 _BASE_FLAGS = ("-O3", "-std=gnu99", "-fPIC", "-shared", "-fno-math-errno", "-fvisibility=hidden")
 
 _i64, _f32p, _i32p, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
@@ -106,6 +107,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         [_i64] * 5 + [_f32p, _i64, _i64] + [_f32p, _i64, _i64, _i64] + [_f32p]
         + [_f32p, _i64, _i64, _i64, _i64] * 2 + [_f32p, _f32p, _int, _i32p]
         + [_f32p, _i64, _i64, _i64, _f32p, _i64, _i64, _int])
+    lib.vz_dwconv3x3.restype = _int
+    lib.vz_dwconv3x3.argtypes = [_i64] * 4 + [_f32p, _i64, _i64, _i64, _f32p, _f32p, _int, _f32p, _i64, _i64, _i64,
+                                             _int]
     return lib
 
 
@@ -289,3 +293,32 @@ def scan_routes_native(
         parts.shape[0], threads)
     _check_code(code)
     return parts[0].transpose(1, 2)  # the parts were summed into part 0
+
+
+def dwconv3x3_native(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                     silu: bool = False) -> torch.Tensor:
+    """Depth-wise 3x3 convolution (zero padding 1, stride 1), optionally followed by SiLU, on the native
+    kernel: ``F.conv2d(x, weight, bias, padding=1, groups=C)`` (then ``F.silu``) for inference.
+
+    Args:
+        x: (B, C, H, W), fastest channels-last (a permuted (B, H, W, C) tensor: no copy).
+        weight: (C, 1, 3, 3); bias: (C,) or None.
+    Returns:
+        (B, C, H, W) float32 in channels-last memory.
+    """
+    lib = native_library()
+    if lib is None:
+        raise RuntimeError("the native CPU kernels are unavailable (see the warning logged when they were built)")
+    batch, channels, height, width = x.shape
+    if tuple(weight.shape) != (channels, 1, 3, 3):
+        raise ValueError(f"weight must be (C, 1, 3, 3) = ({channels}, 1, 3, 3), got {tuple(weight.shape)}")
+    x32 = x.detach().to(torch.float32)
+    if x32.stride(1) != 1:
+        x32 = x32.contiguous(memory_format=torch.channels_last)
+    taps = weight.detach().to(torch.float32).reshape(channels, 9).t().contiguous()  # (9, C)
+    bias32 = _f32(bias)
+    y = torch.empty(batch, height, width, channels, dtype=torch.float32)
+    lib.vz_dwconv3x3(batch, height, width, channels, x32.data_ptr(), x32.stride(0), x32.stride(2), x32.stride(3),
+                     taps.data_ptr(), _ptr(bias32), int(silu), y.data_ptr(), y.stride(0), y.stride(1), y.stride(2),
+                     torch.get_num_threads())
+    return y.permute(0, 3, 1, 2)

@@ -199,6 +199,22 @@ def test_model_inference_native_equals_chunked(monkeypatch, name):
     torch.testing.assert_close(native, chunked, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last,with_bias,silu", [(True, True, True), (False, False, False),
+                                                         (True, False, True)])
+def test_native_depthwise_conv_matches_torch(channels_last, with_bias, silu):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(21, 21, 3, padding=1, groups=21, bias=with_bias)  # 21: not a multiple of 16
+    x = torch.randn(2, 5, 7, 21).permute(0, 3, 1, 2) if channels_last else torch.randn(2, 21, 5, 7)
+    with torch.no_grad():
+        expected = conv(x)
+        expected = torch.nn.functional.silu(expected) if silu else expected
+        got = native_cpu.dwconv3x3_native(x, conv.weight, conv.bias, silu=silu)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="weight must be"):
+        native_cpu.dwconv3x3_native(x, torch.zeros(21, 1, 5, 5))
+
+
 def test_unbuildable_kernel_falls_back_to_the_chunked_path(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("VMAMBA_ZOO_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails

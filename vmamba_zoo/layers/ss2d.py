@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from vmamba_zoo_kernels import selective_scan
+from vmamba_zoo_kernels.native_cpu import dwconv3x3_native, native_usable
 
 from .fused_core import can_fuse, ss2d_core_fused
 
@@ -201,9 +202,12 @@ class SS2D(nn.Module):
             z = self.act(z)
         if not self.channel_first:
             x = x.permute(0, 3, 1, 2)
-        if self.conv2d is not None:
-            x = self.conv2d(x)  # keeps a channels-last map channels-last (no copy)
-        x = self.act(x)
+        if self._native_conv_act(x):  # CPU inference: depth-wise conv + SiLU in one native pass
+            x = dwconv3x3_native(x, self.conv2d.weight, self.conv2d.bias, silu=True).to(x.dtype)
+        else:
+            if self.conv2d is not None:
+                x = self.conv2d(x)  # keeps a channels-last map channels-last (no copy)
+            x = self.act(x)
         if self.use_fused_kernel and can_fuse(self, x):
             y = ss2d_core_fused(self, x)  # the same result without materialising the routes
         else:
@@ -215,6 +219,16 @@ class SS2D(nn.Module):
         if z is not None:
             y = y * z
         return self.dropout(self.out_proj(y))
+
+    def _native_conv_act(self, x: torch.Tensor) -> bool:
+        """Whether the depth-wise conv and activation can run as one native CPU pass (inference, a 3x3
+        conv with padding 1, SiLU, float32)."""
+        conv = self.conv2d
+        return (conv is not None and x.device.type == "cpu" and x.dtype == torch.float32
+                and type(self.act) is nn.SiLU and conv.kernel_size == (3, 3) and conv.padding == (1, 1)
+                and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+                and conv.groups == conv.in_channels == conv.out_channels
+                and native_usable(x, conv.weight, conv.bias))
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """Scan, selective scan over all routes, merge.
