@@ -192,8 +192,17 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
+def _as_f32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 (no op when it is already; only data pointers are read, so no detach)."""
+    return t if t.dtype == torch.float32 else t.to(torch.float32)
+
+
 def _f32(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    return None if t is None else t.detach().to(torch.float32).contiguous()
+    """``t`` in float32, contiguous (no op when it is already)."""
+    if t is None:
+        return None
+    t = _as_f32(t)
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def scan_rows_native(
@@ -253,7 +262,7 @@ def scan_routes_native(
     n_state = A.shape[1]
 
     def pixel_major(t: torch.Tensor) -> torch.Tensor:  # (batch, C, P) with channel stride 1
-        t = t.detach().to(torch.float32)
+        t = _as_f32(t)
         return t if t.stride(1) == 1 and t.stride(2) >= t.shape[1] else t.transpose(1, 2).contiguous().transpose(1, 2)
 
     x32 = pixel_major(x)
@@ -262,14 +271,16 @@ def scan_routes_native(
         dt_strides = (dt32.stride(0), dt32.stride(2), dim)
     else:  # Δ of each route = its dt features @ its (D, R) weight: one batched GEMM, (K, batch*P, D)
         rank = dt_weight.shape[2]
-        feats = delta.detach().to(torch.float32).reshape(batch, pixels, routes, rank)
+        feats = _as_f32(delta).reshape(batch, pixels, routes, rank)
         feats = feats.permute(2, 0, 1, 3).reshape(routes, batch * pixels, rank)
-        dt32 = torch.bmm(feats, dt_weight.detach().to(torch.float32).transpose(1, 2))
+        dt32 = torch.bmm(feats, _as_f32(dt_weight).transpose(1, 2))
         dt_strides = (pixels * dim, dim, batch * pixels * dim)
-    B32, C32 = B.detach().to(torch.float32), C.detach().to(torch.float32)
-    A_knd = A.detach().to(torch.float32).view(routes, dim, n_state).transpose(1, 2).contiguous()  # (K, N, D)
+    B32, C32 = _as_f32(B), _as_f32(C)
+    A_knd = _f32(_as_f32(A).view(routes, dim, n_state).transpose(1, 2))  # (K, N, D)
     D32, bias32 = _f32(D), _f32(delta_bias)
-    index = route_index.to(device="cpu", dtype=torch.int32).contiguous()
+    index = route_index if route_index.dtype == torch.int32 and route_index.device.type == "cpu" else \
+        route_index.to(device="cpu", dtype=torch.int32)
+    index = index if index.is_contiguous() else index.contiguous()
     threads = torch.get_num_threads()
     # (y part, batches, channels, routes) per thread: whole batches; else disjoint routes, each thread
     # writing its own part of y (summed into part 0 in C); else channel blocks of whole cache lines
@@ -312,10 +323,10 @@ def dwconv3x3_native(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     batch, channels, height, width = x.shape
     if tuple(weight.shape) != (channels, 1, 3, 3):
         raise ValueError(f"weight must be (C, 1, 3, 3) = ({channels}, 1, 3, 3), got {tuple(weight.shape)}")
-    x32 = x.detach().to(torch.float32)
+    x32 = _as_f32(x)
     if x32.stride(1) != 1:
         x32 = x32.contiguous(memory_format=torch.channels_last)
-    taps = weight.detach().to(torch.float32).reshape(channels, 9).t().contiguous()  # (9, C)
+    taps = _as_f32(weight).reshape(channels, 9).t().contiguous()  # (9, C)
     bias32 = _f32(bias)
     y = torch.empty(batch, height, width, channels, dtype=torch.float32)
     lib.vz_dwconv3x3(batch, height, width, channels, x32.data_ptr(), x32.stride(0), x32.stride(2), x32.stride(3),

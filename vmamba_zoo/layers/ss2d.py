@@ -203,7 +203,7 @@ class SS2D(nn.Module):
         if not self.channel_first:
             x = x.permute(0, 3, 1, 2)
         if self._native_conv_act(x):  # CPU inference: depth-wise conv + SiLU in one native pass
-            x = dwconv3x3_native(x, self.conv2d.weight, self.conv2d.bias, silu=True).to(x.dtype)
+            x = dwconv3x3_native(x, self.conv2d.weight, self.conv2d.bias, silu=True)  # float32 in and out
         else:
             if self.conv2d is not None:
                 x = self.conv2d(x)  # keeps a channels-last map channels-last (no copy)

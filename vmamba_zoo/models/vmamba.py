@@ -156,7 +156,7 @@ class Mlp(nn.Module):
         self.fc1 = ChannelLinear(dim, hidden, channel_first=channel_first)
         self.act = act_layer()
         self.fc2 = ChannelLinear(hidden, dim, channel_first=channel_first)
-        self.drop = nn.Dropout(drop)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
