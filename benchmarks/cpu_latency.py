@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -24,17 +23,7 @@ import timm
 import torch
 
 import vmamba_zoo  # noqa: F401  (registers the models)
-from vmamba_zoo_kernels.native_cpu import native_library
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from vmamba_zoo.benchmark import environment
 
 
 def main() -> None:
@@ -91,10 +80,8 @@ def main() -> None:
                               samples_ms=[round(s, 2) for s in samples],
                               ratio_to_reference=None if ratio is None else round(ratio, 3))
         print(f"{entry:40s} {median:10.1f} {min(samples):8.1f} {'' if ratio is None else f'{ratio:.2f}x':>20s}")
-    report = dict(cpu=_cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__, timm=timm.__version__,
-                  python=platform.python_version(), native_kernel=native_library() is not None,
-                  batch_size=1, img_size=args.img_size, rounds=args.rounds, reference=args.reference,
-                  date=time.strftime("%Y-%m-%d"), results=results)
+    report = dict(environment=environment(torch.device("cpu")), batch_size=1, img_size=args.img_size,
+                  rounds=args.rounds, reference=args.reference, results=results)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
 

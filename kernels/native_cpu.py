@@ -128,14 +128,13 @@ def _load_library() -> Optional[ctypes.CDLL]:
         _log.warning("no C compiler found (set $CC or install cc/gcc/clang): the CPU selective scan uses the "
                      "slower chunked PyTorch path")
         return None
-    source = _SOURCE.read_bytes()
-    version = _compiler_version(compiler)
+    identity = b"\0".join([_SOURCE.read_bytes(), compiler.encode(), _compiler_version(compiler).encode(),
+                            _cpu_identity().encode()])
     errors: List[str] = []
     # OpenMP (torch's libgomp, see csrc/scan_cpu.c) and -march=native where the compiler has them
     for extra in (("-fopenmp", "-march=native"), ("-march=native",), ()):
         flags = _BASE_FLAGS + extra
-        key = hashlib.sha256(b"\0".join([source, compiler.encode(), version.encode(), " ".join(flags).encode(),
-                                         _cpu_identity().encode()])).hexdigest()[:24]
+        key = hashlib.sha256(identity + b"\0" + " ".join(flags).encode()).hexdigest()[:24]
         target = native_cache_dir() / f"scan_cpu_{key}.so"
         if not target.exists():
             error = _build(compiler, flags, target)

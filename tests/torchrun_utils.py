@@ -13,15 +13,14 @@ __all__ = ["torchrun_train"]
 ROOT = Path(__file__).resolve().parents[1]
 
 # tools/train.py's main(), then vmamba_zoo.mm.dist.shutdown_distributed() as tools/train.py's __main__ does
-# (the train script is loaded from its file, so its __main__ block does not run), then the names of the
-# process's threads: none of gloo's may be left (they abort the interpreter's finalisation now and then,
-# "terminate called without an active exception", SIGABRT: the failure this guards against).
+# (the train script is loaded from its file, so its __main__ block does not run), then the gloo threads
+# still running: none may be left (they abort the interpreter's finalisation now and then, "terminate
+# called without an active exception", SIGABRT: the failure this guards against).
 _WORKER = """
 import importlib.util
-import os
 import sys
 
-from vmamba_zoo.mm.dist import shutdown_distributed
+from vmamba_zoo.mm.dist import gloo_threads, shutdown_distributed
 
 spec = importlib.util.spec_from_file_location("vmamba_zoo_tools_train", {train!r})
 train_tool = importlib.util.module_from_spec(spec)
@@ -30,17 +29,9 @@ try:
     train_tool.main(sys.argv[1:])  # the runner is not kept (shutdown_distributed needs it gone)
 finally:
     shutdown_distributed()
-if os.path.isdir("/proc/self/task"):
-    names = []
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{{task}}/comm") as f:
-                names.append(f.read().strip())
-        except OSError:
-            pass
-    # one write (both ranks print at once; print() writes the text and the newline separately)
-    sys.stderr.write(f"threads at exit: {{sorted(names)}}\\n")
-    sys.stderr.flush()
+# one write (both ranks print at once; print() writes the text and the newline separately)
+sys.stderr.write(f"gloo threads at exit: {{gloo_threads()}}\\n")
+sys.stderr.flush()
 """
 
 
@@ -65,9 +56,8 @@ def torchrun_train(config: Path, work: Path, *args: str) -> str:
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "Distributed training: True" in log and "GPU number: 2" in log, log[-4000:]
-    exits = re.findall(r"threads at exit: \[[^\]]*\]", log)
-    if os.path.isdir("/proc/self/task"):
-        assert len(exits) == 2, log[-4000:]
-        leftover = [line for line in exits if "gloo" in line]
-        assert not leftover, f"gloo threads still running after shutdown_distributed(): {leftover}"
+    exits = re.findall(r"gloo threads at exit: \[[^\]]*\]", log)
+    assert len(exits) == 2, log[-4000:]
+    leftover = [line for line in exits if not line.endswith("[]")]
+    assert not leftover, f"gloo threads still running after shutdown_distributed(): {leftover}"
     return log

@@ -112,7 +112,8 @@ static inline void vz_fp_leave(vz_fp_state s) {
 }
 
 /*
- * One slice of vz_scan_rows: rows [row_begin, row_end) of the selective scan, row = b * dim + d.  All tensors contiguous:
+ * One slice of vz_scan_rows: rows [row_begin, row_end) of the selective scan, row = b * dim + d.
+ * All tensors contiguous:
  *   u, delta, z, out: (batch, dim, L); A: (dim, N); B, C: (batch, G, N, L); D, delta_bias: (dim);
  *   h0, last: (batch, dim, N); states: (batch, dim, N, L).  z, D, delta_bias, h0 and last may be NULL;
  *   with states (return_states) the states are written instead of out (C, D and z unused, out may be NULL).
