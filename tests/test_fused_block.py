@@ -95,6 +95,20 @@ def test_fast_path_applies_only_to_the_v2_configuration():
         mixer_branch(v2, x.to(torch.float16))
 
 
+def test_fast_path_mlp_dropout_rule():
+    """The MLP branch runs fused with no dropout (Identity at rate 0), or a Dropout in eval; checked on
+    the predicate itself, which the device gate of ``fast_branches_apply`` hides on the CPU."""
+    from vmamba_zoo.layers.fused_block import _mlp_supported
+
+    no_drop = _v2_block()
+    assert isinstance(no_drop.mlp.drop, torch.nn.Identity)
+    assert _mlp_supported(no_drop.train()) and _mlp_supported(no_drop.eval())
+    dropping = VSSBlock(8, ssm_d_state=1, ssm_gate=False, mlp_ratio=4.0, mlp_drop_rate=0.1)
+    assert isinstance(dropping.mlp.drop, torch.nn.Dropout)
+    assert not _mlp_supported(dropping.train())
+    assert _mlp_supported(dropping.eval())
+
+
 def _node_names(node) -> set:
     names, stack, seen = set(), [node], set()
     while stack:

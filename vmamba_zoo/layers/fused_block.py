@@ -66,7 +66,14 @@ def _mlp_supported(block: nn.Module) -> bool:
     mlp = block.mlp
     return (mlp is not None and isinstance(block.norm2, LayerNorm) and block.norm2.weight is not None
             and block.norm2.bias is not None and not mlp.fc1.channel_first
-            and isinstance(mlp.act, nn.GELU) and (mlp.drop.p == 0 or not block.training))
+            and isinstance(mlp.act, nn.GELU) and _dropout_inactive(mlp.drop, block.training))
+
+
+def _dropout_inactive(drop: nn.Module, training: bool) -> bool:
+    """Whether ``drop`` (``nn.Identity`` for rate 0, or ``nn.Dropout``) leaves its input as it is."""
+    if isinstance(drop, nn.Identity):
+        return True
+    return isinstance(drop, nn.Dropout) and (drop.p == 0 or not training)
 
 
 def fast_branches_apply(block: nn.Module, x: Tensor) -> bool:
