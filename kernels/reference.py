@@ -7,12 +7,12 @@ and is differentiable by autograd with respect to every input.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["selective_scan_ref", "expand_groups", "softplus_delta"]
+__all__ = ["selective_scan_ref", "expand_groups", "softplus_delta", "sasf_readout_ref"]
 
 
 def softplus_delta(delta: torch.Tensor, delta_bias: Optional[torch.Tensor], delta_softplus: bool) -> torch.Tensor:
@@ -101,3 +101,34 @@ def selective_scan_ref(
     if return_last_state:
         return out, last_state.to(torch.float32 if compute_dtype == torch.float32 else compute_dtype)
     return out
+
+
+def sasf_readout_ref(h: Tensor, c: Tensor, u: Tensor, d_skip: Tensor, taps: Tensor, height: int, width: int,
+                           dilations: Sequence[int]) -> Tensor:
+    """Spatial-Mamba's state fusion and read-out, spelled out (fp32).
+
+    ``y[b, d, l] = C[b, l] * sum_i sum_{ky,kx} taps[d, i, ky, kx] * h[b, d, clamp(r+(ky-1)dil_i), clamp(c+(kx-1)dil_i)]
+    + d_skip[d] * u[b, d, l]`` with (r, c) the pixel of step l; clamping = replicate padding.
+
+    Args:
+        h: (B, D, L) hidden states (L = height * width, row-major).
+        c: (B, L) C of the route (d_state 1).
+        u: (B, D, L) scan input.
+        d_skip: (D,) skip weights.
+        taps: (D, len(dilations), 3, 3) kernels times their mixing weights.
+        height, width: the map size.
+        dilations: dilation of each 3x3 kernel.
+    Returns:
+        (B, D, L) float32.
+    """
+    batch, dim, _ = h.shape
+    hf = h.float().reshape(batch, dim, height, width)
+    fused = torch.zeros_like(hf)
+    for i, dil in enumerate(dilations):
+        padded = F.pad(hf, (dil, dil, dil, dil), mode="replicate")
+        for ky in range(3):
+            for kx in range(3):
+                window = padded[:, :, ky * dil:ky * dil + height, kx * dil:kx * dil + width]
+                fused = fused + taps[:, i, ky, kx].float().view(1, dim, 1, 1) * window
+    fused = fused.reshape(batch, dim, height * width)
+    return fused * c.float()[:, None, :] + d_skip.float()[None, :, None] * u.float()

@@ -260,9 +260,7 @@ class SS2D(nn.Module):
         if pattern.fuses_states:
             h = selective_scan(u, delta, a, bs, cs, delta_bias=delta_bias, delta_softplus=True,
                                return_states=True, out_dtype=out_dtype)
-            h = pattern.fuse_states(h.reshape(batch, k, dim, n, length), height, width)
-            ys = torch.einsum("bkdnl,bknl->bkdl", h, cs.to(h.dtype))
-            ys = ys + d.reshape(1, k, dim, 1) * xs.to(ys.dtype)
+            ys = pattern.read_out_states(h.reshape(batch, k, dim, n, length), cs, xs, d, height, width)
         else:
             ys = selective_scan(u, delta, a, bs, cs, d, delta_bias=delta_bias, delta_softplus=True,
                                 out_dtype=out_dtype).reshape(batch, k, dim, length)

@@ -87,7 +87,9 @@ class SpatialMambaStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.conv3(self.conv2(x) + x)
-        return x if self.channel_first else x.permute(0, 2, 3, 1)
+        # channels-last trunk: contiguous, so the blocks' depth-wise convs see a channels-last map (cuDNN's
+        # NHWC kernel; an NCHW-ordered (B, H, W, C) view sent every cpe conv, add and norm through copies)
+        return x if self.channel_first else x.permute(0, 2, 3, 1).contiguous()
 
 
 class SpatialMambaDownsample(nn.Module):

@@ -43,7 +43,8 @@ State fusion (``fuses_states = True``)
         h = pattern.fuse_states(h, H, W)        # (B, K, D, N, L) -> same shape
         y[b,k,d,l] = sum_n h[b,k,d,n,l] * C[b,k,n,l] + Ds[k,d] * xs[b,k,d,l]
 
-    before :meth:`merge`.  ``fuse_states`` may own parameters (e.g. dilated
+    (:meth:`read_out_states`, which a pattern may override with a fused
+    kernel) before :meth:`merge`.  ``fuse_states`` may own parameters (e.g. dilated
     depth-wise kernels); the pattern is built with the mixer's inner width
     ``dim`` for that purpose.  Its parameters live under the mixer's
     ``scan_pattern.`` prefix.
@@ -214,6 +215,24 @@ class ScanPattern(nn.Module):
         Only called when ``fuses_states`` is True; returns the same shape.
         """
         raise NotImplementedError(f"scan pattern {self.name!r} does not fuse states")
+
+    def read_out_states(self, states: torch.Tensor, cs: torch.Tensor, xs: torch.Tensor, ds: torch.Tensor,
+                        height: int, width: int) -> torch.Tensor:
+        """Route outputs from the hidden states: ``C . fuse_states(h) + Ds * xs``.
+
+        Args:
+            states: (B, K, D, N, L) hidden states of the scan.
+            cs: (B, K, N, L) the scan's C.
+            xs: (B, K, D, L) the scan's input.
+            ds: (K*D,) skip weights.
+            height, width: the map size H, W.
+        Returns:
+            (B, K, D, L) in the states' dtype.
+        """
+        batch, routes, dim = xs.shape[:3]
+        h = self.fuse_states(states, height, width)
+        ys = torch.einsum("bkdnl,bknl->bkdl", h, cs.to(h.dtype))
+        return ys + ds.to(ys.dtype).reshape(1, routes, dim, 1) * xs.to(ys.dtype)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, routes={self.num_routes}, dim={self.dim}"

@@ -7,11 +7,13 @@ in https://github.com/EdwardChasel/Spatial-Mamba (``classification/models/spatia
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vmamba_zoo_kernels.dispatch import triton_available
 
 from .base import ScanPattern, _check_map, _check_routes, register_scan_pattern
 
@@ -74,11 +76,19 @@ class SASFScan(ScanPattern):
     counters and is rebuilt whenever any of them changes.  It is only cached
     when no gradient is needed; otherwise the merged kernel is rebuilt,
     differentiably, on every call.
+
+    On CUDA with Triton, where no gradient is needed, :meth:`read_out_states`
+    runs the fusion, the C contraction and the D skip as one kernel
+    (:func:`vmamba_zoo_kernels.state_fusion.sasf_readout_triton`, d_state 1):
+    no padded copy, no 11 x 11 convolution (which PyTorch runs in a generic
+    depth-wise kernel), output written channels-last.  Set
+    ``use_fused_readout = False`` to run the convolutions instead.
     """
 
     num_routes = 1
     fuses_states = True
     merge_in_eval: bool = True
+    use_fused_readout: bool = True
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
@@ -86,8 +96,7 @@ class SASFScan(ScanPattern):
         self.kernel_3_1 = nn.Parameter(torch.ones(dim, 1, 3, 3))
         self.kernel_3_2 = nn.Parameter(torch.ones(dim, 1, 3, 3))
         self.alpha = nn.Parameter(torch.ones(3))
-        self._merged: Optional[torch.Tensor] = None
-        self._merged_key: Optional[tuple] = None
+        self._derived: Dict[str, Tuple[tuple, torch.Tensor]] = {}
 
     # ---------------------------------------------------------------- route
     def build_route_indices(self, height: int, width: int) -> torch.Tensor:
@@ -111,18 +120,28 @@ class SASFScan(ScanPattern):
         params = (*self._kernels(), self.alpha)
         return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
 
+    def _no_grad_derived(self, kind: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``make()`` of the fusion parameters, cached under ``kind`` while they are unchanged and no
+        gradient is needed; rebuilt (differentiably) on every call otherwise."""
+        params = (*self._kernels(), self.alpha)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return make()
+        key = self._cache_key()
+        cached = self._derived.get(kind)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, make())
+            self._derived[kind] = cached
+        return cached[1]
+
     def merged_kernel(self) -> torch.Tensor:
         """The (D, 1, 11, 11) merged kernel; cached (and refreshed on weight changes) when no grad is needed."""
-        params = (*self._kernels(), self.alpha)
-        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
-        if needs_grad:
-            return merge_sasf_kernels(self._kernels(), self.alpha)
-        key = self._cache_key()
-        if self._merged is None or self._merged_key != key:
-            with torch.no_grad():
-                self._merged = merge_sasf_kernels(self._kernels(), self.alpha)
-            self._merged_key = key
-        return self._merged
+        return self._no_grad_derived("merged", lambda: merge_sasf_kernels(self._kernels(), self.alpha))
+
+    def readout_taps(self) -> torch.Tensor:
+        """(D, 3, 3, 3) float32: ``alpha_i * kernel_i`` for dilation i (the fused read-out's weights)."""
+        return self._no_grad_derived("taps", lambda: torch.stack(
+            [self.alpha[i].float() * k[:, 0].float() for i, k in enumerate(self._kernels())], dim=1))
 
     def fuse_map(self, h: torch.Tensor) -> torch.Tensor:
         """SASF on a (B, D, H, W) map (any batch size), returns the same shape."""
@@ -149,6 +168,28 @@ class SASFScan(ScanPattern):
         h = self.fuse_map(h)
         return h.reshape(batch, n, dim, height * width).transpose(1, 2).reshape(batch, 1, dim, n, height * width)
 
-    def _apply(self, fn, *args, **kwargs):  # drop the merged kernel on .to()/.half()/...
-        self._merged, self._merged_key = None, None
+    def read_out_states(self, states: torch.Tensor, cs: torch.Tensor, xs: torch.Tensor, ds: torch.Tensor,
+                        height: int, width: int) -> torch.Tensor:
+        """``C . fuse_states(h) + Ds * xs`` (see :meth:`ScanPattern.read_out_states`); one Triton kernel on
+        CUDA where no gradient is needed and d_state is 1, the convolutions otherwise."""
+        if not self._fused_readout_applies(states, cs, xs, ds):
+            return super().read_out_states(states, cs, xs, ds, height, width)
+        from vmamba_zoo_kernels.state_fusion import sasf_readout_triton
+
+        batch, _, dim, _, length = states.shape
+        ys = sasf_readout_triton(states.reshape(batch, dim, length), cs.reshape(batch, length),
+                                 xs.reshape(batch, dim, length), ds, self.readout_taps(), height, width,
+                                 SASF_DILATIONS)
+        return ys.unsqueeze(1)
+
+    def _fused_readout_applies(self, states: torch.Tensor, cs: torch.Tensor, xs: torch.Tensor,
+                               ds: torch.Tensor) -> bool:
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (states, cs, xs, ds, *self._kernels(), self.alpha))
+        return (self.use_fused_readout and states.is_cuda and not needs_grad and states.dim() == 5
+                and states.shape[1] == 1 and states.shape[3] == 1 and states.dtype == torch.float32
+                and not torch.compiler.is_compiling() and triton_available())
+
+    def _apply(self, fn, *args, **kwargs):  # drop the cached kernels on .to()/.half()/...
+        self._derived = {}
         return super()._apply(fn, *args, **kwargs)
