@@ -31,7 +31,7 @@ _BLOCK_D = 32
 
 
 @triton.jit
-def _dilated_taps(acc, h_row_ptr, taps_ptr, d_offs, mask_d, mask, row, col, H, W,
+def _dilated_taps(acc, h_row_ptr, stride_hl, taps_ptr, d_offs, mask_d, mask, row, col, H, W,
                   TAP0: tl.constexpr, DIL: tl.constexpr):
     # 3x3 taps at offsets {-DIL, 0, DIL}; indices clamped (replicate padding)
     for ky in tl.static_range(3):
@@ -39,7 +39,7 @@ def _dilated_taps(acc, h_row_ptr, taps_ptr, d_offs, mask_d, mask, row, col, H, W
         for kx in tl.static_range(3):
             cc = tl.minimum(tl.maximum(col + (kx - 1) * DIL, 0), W - 1)
             w = tl.load(taps_ptr + d_offs * 27 + (TAP0 + ky * 3 + kx), mask=mask_d, other=0.0)
-            v = tl.load(h_row_ptr + (rr * W + cc)[None, :], mask=mask, other=0.0).to(tl.float32)
+            v = tl.load(h_row_ptr + (rr * W + cc).to(tl.int64)[None, :] * stride_hl, mask=mask, other=0.0).to(tl.float32)
             acc += w[:, None] * v
     return acc
 
@@ -47,7 +47,7 @@ def _dilated_taps(acc, h_row_ptr, taps_ptr, d_offs, mask_d, mask, row, col, H, W
 @triton.jit
 def sasf_readout_kernel(h_ptr, c_ptr, u_ptr, dskip_ptr, taps_ptr, y_ptr,
                         D, H, W,
-                        stride_hb, stride_hd, stride_cb, stride_ub, stride_ud,
+                        stride_hb, stride_hd, stride_hl, stride_cb, stride_cl, stride_ub, stride_ud, stride_ul,
                         DIL0: tl.constexpr, DIL1: tl.constexpr, DIL2: tl.constexpr,
                         BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
     pid_p = tl.program_id(0)
@@ -63,11 +63,11 @@ def sasf_readout_kernel(h_ptr, c_ptr, u_ptr, dskip_ptr, taps_ptr, y_ptr,
     col = p % W
     h_row_ptr = h_ptr + b * stride_hb + d_offs[:, None].to(tl.int64) * stride_hd
     acc = tl.zeros((BLOCK_D, BLOCK_P), dtype=tl.float32)
-    acc = _dilated_taps(acc, h_row_ptr, taps_ptr, d_offs, mask_d, mask, row, col, H, W, 0, DIL0)
-    acc = _dilated_taps(acc, h_row_ptr, taps_ptr, d_offs, mask_d, mask, row, col, H, W, 9, DIL1)
-    acc = _dilated_taps(acc, h_row_ptr, taps_ptr, d_offs, mask_d, mask, row, col, H, W, 18, DIL2)
-    c = tl.load(c_ptr + b * stride_cb + p, mask=mask_p, other=0.0).to(tl.float32)
-    u = tl.load(u_ptr + b * stride_ub + d_offs[:, None].to(tl.int64) * stride_ud + p[None, :],
+    acc = _dilated_taps(acc, h_row_ptr, stride_hl, taps_ptr, d_offs, mask_d, mask, row, col, H, W, 0, DIL0)
+    acc = _dilated_taps(acc, h_row_ptr, stride_hl, taps_ptr, d_offs, mask_d, mask, row, col, H, W, 9, DIL1)
+    acc = _dilated_taps(acc, h_row_ptr, stride_hl, taps_ptr, d_offs, mask_d, mask, row, col, H, W, 18, DIL2)
+    c = tl.load(c_ptr + b * stride_cb + p.to(tl.int64) * stride_cl, mask=mask_p, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + b * stride_ub + d_offs[:, None].to(tl.int64) * stride_ud + p.to(tl.int64)[None, :] * stride_ul,
                 mask=mask, other=0.0).to(tl.float32)
     dsk = tl.load(dskip_ptr + d_offs, mask=mask_d, other=0.0)
     y = acc * c[None, :] + dsk[:, None] * u
@@ -80,9 +80,10 @@ def sasf_readout_triton(h: Tensor, c: Tensor, u: Tensor, d_skip: Tensor, taps: T
     """Fused SASF + read-out (no autograd).
 
     Args:
-        h: (B, D, L) hidden states of the raster scan (L = height*width, unit stride along L).
-        c: (B, L) the route's C (d_state 1), unit stride along L.
-        u: (B, D, L) the scan input (the D skip term), unit stride along L.
+        h: (B, D, L) hidden states of the raster scan (L = height*width); any strides (the
+            channels-last map of a channels-last trunk reads as it is).
+        c: (B, L) the route's C (d_state 1); any strides.
+        u: (B, D, L) the scan input (the D skip term); any strides.
         d_skip: (D,) skip weights.
         taps: (D, 3, 3, 3) ``alpha_i * kernel_i`` per dilation i.
         height, width: the map's size.
@@ -97,14 +98,12 @@ def sasf_readout_triton(h: Tensor, c: Tensor, u: Tensor, d_skip: Tensor, taps: T
     if length != height * width or c.shape != (batch, length) or u.shape != (batch, dim, length):
         raise ValueError(f"sasf_readout_triton: shapes h {tuple(h.shape)}, c {tuple(c.shape)}, u {tuple(u.shape)} "
                          f"do not fit a {height}x{width} map")
-    if h.stride(-1) != 1 or c.stride(-1) != 1 or u.stride(-1) != 1:
-        raise ValueError("sasf_readout_triton: h, c and u need unit stride along L")
     taps = taps.to(torch.float32).contiguous()
     d_skip = d_skip.to(torch.float32).contiguous()
     out = torch.empty(batch, length, dim, device=h.device, dtype=torch.float32)
     grid = (-(-length // _BLOCK_P), -(-dim // _BLOCK_D), batch)
     sasf_readout_kernel[grid](h, c, u, d_skip, taps, out, dim, height, width,
-                  h.stride(0), h.stride(1), c.stride(0), u.stride(0), u.stride(1),
+                  *h.stride(), *c.stride(), *u.stride(),
                   DIL0=int(dilations[0]), DIL1=int(dilations[1]), DIL2=int(dilations[2]),
                   BLOCK_D=_BLOCK_D, BLOCK_P=_BLOCK_P, num_warps=4)
     return out.transpose(1, 2)

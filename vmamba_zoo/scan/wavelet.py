@@ -80,21 +80,12 @@ def wavelet_packet_matrix(n: int, wavelet: str = "haar", levels: int = 2) -> tor
 
 def wavelet_packet_2d(x: torch.Tensor, mat_h: torch.Tensor, mat_w: torch.Tensor) -> torch.Tensor:
     """Separable 2-D packet transform ``M_H x M_W^T`` of (..., H, W) with (H, H) and (W, W) matrices."""
-    return _left_multiply(mat_h, x @ mat_w.transpose(0, 1))
+    return mat_h @ x @ mat_w.transpose(0, 1)
 
 
 def inverse_wavelet_packet_2d(y: torch.Tensor, mat_h: torch.Tensor, mat_w: torch.Tensor) -> torch.Tensor:
     """Inverse (= adjoint, the matrices are orthogonal) of :func:`wavelet_packet_2d`."""
-    return _left_multiply(mat_h.transpose(0, 1), y @ mat_w)
-
-
-def _left_multiply(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``mat @ x`` for a 2-D (H, H) ``mat`` and (..., H, W) ``x``, as one GEMM with ``mat`` on the right.
-
-    ``mat @ x`` broadcasts ``mat`` to x's batch shape, and PyTorch materialises that expanded copy
-    (B * D * H * H values) for its batched GEMM; ``(x^T mat^T)^T`` folds the batch into the rows.
-    Returns a (..., H, W) view (transposed strides)."""
-    return (x.transpose(-1, -2) @ mat.transpose(0, 1)).transpose(-1, -2)
+    return mat_h.transpose(0, 1) @ y @ mat_w
 
 
 @register_scan_pattern("wavelet")
