@@ -17,7 +17,7 @@ PyTorch reference: :func:`vmamba_zoo_kernels.reference.sasf_readout_ref`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import triton
@@ -26,21 +26,27 @@ from torch import Tensor
 
 __all__ = ["sasf_readout_triton"]
 
-_BLOCK_P = 64
-_BLOCK_D = 32
+#: (BLOCK_P, BLOCK_D, channels vary fastest between threads), chosen by the layout of u (the states h
+#: come channel-major from the scan).  H200, batch 128, D256 56x56 / D1024 14x14, bf16 u, ms:
+#: pixel-major u: (16, 64, True) 1.33 / 0.35, (64, 32, False) 21.6 / 6.95 (the convolution path: 7.9 / 2.4);
+#: channel-major u: (128, 16, False) 1.56 / 0.36, (16, 64, True) 5.51 / 0.46.  Some other tiles ran 10-20x
+#: slower than these (e.g. (32, 64, True): 30 ms), so the two are fixed rather than derived.
+PIXEL_MAJOR_TILES = (16, 64, True)
+CHANNEL_MAJOR_TILES = (128, 16, False)
 
 
 @triton.jit
-def _dilated_taps(acc, h_row_ptr, stride_hl, taps_ptr, d_offs, mask_d, mask, row, col, H, W,
+def _dilated_taps(acc, h_base, stride_hl, taps_ptr, dd, mask_d, mask, row, col, H, W,
                   TAP0: tl.constexpr, DIL: tl.constexpr):
-    # 3x3 taps at offsets {-DIL, 0, DIL}; indices clamped (replicate padding)
+    # 3x3 taps at offsets {-DIL, 0, DIL}; indices clamped (replicate padding).  dd, row and col are
+    # broadcastable 2-D index tensors of the tile's orientation.
     for ky in tl.static_range(3):
         rr = tl.minimum(tl.maximum(row + (ky - 1) * DIL, 0), H - 1)
         for kx in tl.static_range(3):
             cc = tl.minimum(tl.maximum(col + (kx - 1) * DIL, 0), W - 1)
-            w = tl.load(taps_ptr + d_offs * 27 + (TAP0 + ky * 3 + kx), mask=mask_d, other=0.0)
-            v = tl.load(h_row_ptr + (rr * W + cc).to(tl.int64)[None, :] * stride_hl, mask=mask, other=0.0).to(tl.float32)
-            acc += w[:, None] * v
+            w = tl.load(taps_ptr + dd * 27 + (TAP0 + ky * 3 + kx), mask=mask_d, other=0.0)
+            v = tl.load(h_base + (rr * W + cc).to(tl.int64) * stride_hl, mask=mask, other=0.0)
+            acc += w * v.to(tl.float32)
     return acc
 
 
@@ -49,34 +55,42 @@ def sasf_readout_kernel(h_ptr, c_ptr, u_ptr, dskip_ptr, taps_ptr, y_ptr,
                         D, H, W,
                         stride_hb, stride_hd, stride_hl, stride_cb, stride_cl, stride_ub, stride_ud, stride_ul,
                         DIL0: tl.constexpr, DIL1: tl.constexpr, DIL2: tl.constexpr,
-                        BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
+                        BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, D_FAST: tl.constexpr):
     pid_p = tl.program_id(0)
     pid_d = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     L = H * W
     p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_p = p < L
-    mask_d = d_offs < D
-    mask = mask_d[:, None] & mask_p[None, :]
-    row = p // W
-    col = p % W
-    h_row_ptr = h_ptr + b * stride_hb + d_offs[:, None].to(tl.int64) * stride_hd
-    acc = tl.zeros((BLOCK_D, BLOCK_P), dtype=tl.float32)
-    acc = _dilated_taps(acc, h_row_ptr, stride_hl, taps_ptr, d_offs, mask_d, mask, row, col, H, W, 0, DIL0)
-    acc = _dilated_taps(acc, h_row_ptr, stride_hl, taps_ptr, d_offs, mask_d, mask, row, col, H, W, 9, DIL1)
-    acc = _dilated_taps(acc, h_row_ptr, stride_hl, taps_ptr, d_offs, mask_d, mask, row, col, H, W, 18, DIL2)
-    c = tl.load(c_ptr + b * stride_cb + p.to(tl.int64) * stride_cl, mask=mask_p, other=0.0).to(tl.float32)
-    u = tl.load(u_ptr + b * stride_ub + d_offs[:, None].to(tl.int64) * stride_ud + p.to(tl.int64)[None, :] * stride_ul,
-                mask=mask, other=0.0).to(tl.float32)
-    dsk = tl.load(dskip_ptr + d_offs, mask=mask_d, other=0.0)
-    y = acc * c[None, :] + dsk[:, None] * u
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    # the tile is [pixels, channels] (channels vary fastest between threads) or [channels, pixels]
+    if D_FAST:
+        pp = p[:, None]
+        dd = d[None, :]
+        acc = tl.zeros((BLOCK_P, BLOCK_D), dtype=tl.float32)
+    else:
+        pp = p[None, :]
+        dd = d[:, None]
+        acc = tl.zeros((BLOCK_D, BLOCK_P), dtype=tl.float32)
+    mask_p = pp < L
+    mask_d = dd < D
+    mask = mask_p & mask_d
+    row = pp // W
+    col = pp % W
+    h_base = h_ptr + b * stride_hb + dd.to(tl.int64) * stride_hd
+    acc = _dilated_taps(acc, h_base, stride_hl, taps_ptr, dd, mask_d, mask, row, col, H, W, 0, DIL0)
+    acc = _dilated_taps(acc, h_base, stride_hl, taps_ptr, dd, mask_d, mask, row, col, H, W, 9, DIL1)
+    acc = _dilated_taps(acc, h_base, stride_hl, taps_ptr, dd, mask_d, mask, row, col, H, W, 18, DIL2)
+    pix = pp.to(tl.int64)
+    c = tl.load(c_ptr + b * stride_cb + pix * stride_cl, mask=mask_p, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + b * stride_ub + dd.to(tl.int64) * stride_ud + pix * stride_ul, mask=mask, other=0.0)
+    dsk = tl.load(dskip_ptr + dd, mask=mask_d, other=0.0)
+    y = acc * c + dsk * u.to(tl.float32)
     # channels-last output: y[b, p, d]
-    tl.store(y_ptr + b * L * D + p[None, :].to(tl.int64) * D + d_offs[:, None], y, mask=mask)
+    tl.store(y_ptr + b * L * D + pix * D + dd, y, mask=mask)
 
 
 def sasf_readout_triton(h: Tensor, c: Tensor, u: Tensor, d_skip: Tensor, taps: Tensor, height: int, width: int,
-                        dilations: Sequence[int]) -> Tensor:
+                        dilations: Sequence[int], tiles: Optional[Tuple[int, int, bool]] = None) -> Tensor:
     """Fused SASF + read-out (no autograd).
 
     Args:
@@ -88,6 +102,7 @@ def sasf_readout_triton(h: Tensor, c: Tensor, u: Tensor, d_skip: Tensor, taps: T
         taps: (D, 3, 3, 3) ``alpha_i * kernel_i`` per dilation i.
         height, width: the map's size.
         dilations: the three dilations (1, 3, 5 in Spatial-Mamba).
+        tiles: (BLOCK_P, BLOCK_D, channels vary fastest) instead of the default for u's layout.
     Returns:
         (B, D, L) float32 view of a channels-last (B, L, D) buffer.
     """
@@ -101,9 +116,12 @@ def sasf_readout_triton(h: Tensor, c: Tensor, u: Tensor, d_skip: Tensor, taps: T
     taps = taps.to(torch.float32).contiguous()
     d_skip = d_skip.to(torch.float32).contiguous()
     out = torch.empty(batch, length, dim, device=h.device, dtype=torch.float32)
-    grid = (-(-length // _BLOCK_P), -(-dim // _BLOCK_D), batch)
+    if tiles is None:
+        tiles = PIXEL_MAJOR_TILES if dim > 1 and u.stride(1) == 1 else CHANNEL_MAJOR_TILES
+    block_p, block_d, d_fast = tiles
+    grid = (-(-length // block_p), -(-dim // block_d), batch)
     sasf_readout_kernel[grid](h, c, u, d_skip, taps, out, dim, height, width,
-                  *h.stride(), *c.stride(), *u.stride(),
-                  DIL0=int(dilations[0]), DIL1=int(dilations[1]), DIL2=int(dilations[2]),
-                  BLOCK_D=_BLOCK_D, BLOCK_P=_BLOCK_P, num_warps=4)
+                              *h.stride(), *c.stride(), *u.stride(),
+                              DIL0=int(dilations[0]), DIL1=int(dilations[1]), DIL2=int(dilations[2]),
+                              BLOCK_D=block_d, BLOCK_P=block_p, D_FAST=d_fast, num_warps=4)
     return out.transpose(1, 2)

@@ -46,7 +46,8 @@ def _module_read_out(pattern, states, cs, xs, ds, height, width):
 @needs_triton
 @pytest.mark.parametrize("hw", [(7, 9), (14, 14), (3, 2), (1, 6)])
 @pytest.mark.parametrize("dim", [5, 40])
-def test_readout_kernel_matches_convolutions(hw, dim):
+@pytest.mark.parametrize("tiles", [None, (16, 64, True), (128, 16, False)])
+def test_readout_kernel_matches_convolutions(hw, dim, tiles):
     """Sizes below/above the tiles, maps smaller than the largest dilation (every tap clamped)."""
     height, width = hw
     pattern = _pattern(dim)
@@ -55,7 +56,7 @@ def test_readout_kernel_matches_convolutions(hw, dim):
         want = _module_read_out(pattern, states, cs, xs, ds, height, width)
         taps = pattern.readout_taps()
         got = _kernel()(states.reshape(2, dim, -1), cs.reshape(2, -1), xs.reshape(2, dim, -1), ds, taps,
-                                  height, width, SASF_DILATIONS)
+                        height, width, SASF_DILATIONS, tiles=tiles)
         ref = sasf_readout_ref(states.reshape(2, dim, -1), cs.reshape(2, -1), xs.reshape(2, dim, -1), ds,
                                      taps, height, width, SASF_DILATIONS)
     assert got.shape == (2, dim, height * width) and got.dtype == torch.float32
@@ -78,7 +79,7 @@ def test_readout_kernel_reads_bf16_inputs_and_any_strides():
         c_strided = torch.stack([cs.reshape(3, -1)] * 2, dim=-1)[..., 1]
         assert u_pixel_major.stride(-1) == dim and c_strided.stride(-1) == 2
         got = _kernel()(wide[:, :dim], c_strided, u_pixel_major, ds,
-                                  pattern.readout_taps(), height, width, SASF_DILATIONS)
+                        pattern.readout_taps(), height, width, SASF_DILATIONS)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
 
 
