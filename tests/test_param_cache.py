@@ -75,7 +75,7 @@ def test_conv_keeps_a_channels_last_weight_for_channels_last_cpu_input():
         expected = conv(x.contiguous())
         got = conv2d_keep_layout(conv, x)
         torch.testing.assert_close(got, expected)
-        cached = _CACHES[conv]["channels_last_weight"][1]
+        cached = _CACHES[conv][("channels_last_weight", torch.float32)][1]
         assert cached.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous(
             memory_format=torch.channels_last)
         conv.weight.mul_(2.0)  # changed weight: the copy is made again
@@ -83,3 +83,44 @@ def test_conv_keeps_a_channels_last_weight_for_channels_last_cpu_input():
     y = conv2d_keep_layout(conv, x)  # autograd on: the module itself (gradients reach conv.weight)
     y.sum().backward()
     assert conv.weight.grad is not None
+
+
+def test_autocast_inference_params_cast_once_and_only_without_autograd():
+    from vmamba_zoo.layers.param_cache import autocast_inference_params
+
+    lin = nn.Linear(4, 3)
+    params = (lin.weight, lin.bias)
+    with torch.no_grad():
+        assert autocast_inference_params(lin, params, "cpu") == params  # no autocast: as they are
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            w1, b1 = autocast_inference_params(lin, params, "cpu")
+            w2, b2 = autocast_inference_params(lin, params, "cpu")
+            assert w1.dtype == b1.dtype == torch.bfloat16 and w2 is w1 and b2 is b1
+            lin.bias.add_(1.0)
+            _, b3 = autocast_inference_params(lin, params, "cpu")
+            torch.testing.assert_close(b3.float(), (lin.bias.detach()).to(torch.bfloat16).float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autograd on: the parameters themselves
+        got = autocast_inference_params(lin, params, "cpu")
+    assert got[0] is lin.weight and got[1] is lin.bias
+
+
+def test_linear_and_conv_under_autocast_inference_equal_autocast_itself():
+    """ChannelLinear and conv2d_keep_layout with cached casts give what autocast gives with autograd on
+    (same casts), and the cast weights are not re-made between calls."""
+    from vmamba_zoo.layers.conv import conv2d_keep_layout
+    from vmamba_zoo.layers.linear import ChannelLinear
+    from vmamba_zoo.layers.param_cache import _CACHES
+
+    torch.manual_seed(0)
+    lin, conv = ChannelLinear(6, 5), nn.Conv2d(6, 6, 3, padding=1, groups=6)
+    x = torch.randn(2, 4, 4, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want_lin, want_conv = lin(x), conv(x.permute(0, 3, 1, 2))
+        with torch.no_grad():
+            got_lin, got_conv = lin(x), conv2d_keep_layout(conv, x.permute(0, 3, 1, 2))
+            cached = _CACHES[lin][("cast", torch.bfloat16, "")][1][0]
+            lin(x)
+            assert _CACHES[lin][("cast", torch.bfloat16, "")][1][0] is cached
+    assert got_lin.dtype == got_conv.dtype == torch.bfloat16
+    torch.testing.assert_close(got_lin, want_lin, rtol=0, atol=0)
+    torch.testing.assert_close(got_conv, want_conv, rtol=0, atol=0)

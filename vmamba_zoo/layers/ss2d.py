@@ -38,11 +38,13 @@ from torch import nn
 from vmamba_zoo_kernels import selective_scan
 from vmamba_zoo_kernels.native_cpu import dwconv3x3_native, native_usable
 
+from .conv import conv2d_keep_layout
 from .fused_core import can_fuse, ss2d_core_fused
 
 from ..scan import ScanPattern, create_scan_pattern
 from .linear import ChannelLinear
 from .norm import LayerNorm, LayerNorm2d
+from .param_cache import cached_cast
 
 __all__ = ["SS2D", "dt_bias_init_"]
 
@@ -206,7 +208,7 @@ class SS2D(nn.Module):
             x = dwconv3x3_native(x, self.conv2d.weight, self.conv2d.bias, silu=True)  # float32 in and out
         else:
             if self.conv2d is not None:
-                x = self.conv2d(x)  # keeps a channels-last map channels-last (no copy)
+                x = conv2d_keep_layout(self.conv2d, x)  # keeps a channels-last map channels-last (no copy)
             x = self.act(x)
         if self.use_fused_kernel and can_fuse(self, x):
             y = ss2d_core_fused(self, x)  # the same result without materialising the routes
@@ -245,9 +247,11 @@ class SS2D(nn.Module):
         xs = pattern.scan(x)  # (B, K, Di, L)
         length = xs.shape[-1]
 
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
+        x_proj_weight, dt_projs_weight = cached_cast(self, (self.x_proj_weight, self.dt_projs_weight), xs.dtype,
+                                                     tag="core_projections")
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)
         dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(xs.dtype))
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)
 
         u = xs.reshape(batch, k * dim, length)
         delta = dts.reshape(batch, k * dim, length).to(u.dtype)

@@ -35,6 +35,7 @@ from timm.layers import ClassifierHead, DropPath
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import SS2D, LayerNorm, make_norm
+from ..layers.conv import conv2d_keep_layout
 from ._zoo import ModelFamily, create_zoo_model, register_family, stage_dims
 from .vmamba import VSSM, Mlp, VSSStage
 
@@ -144,8 +145,8 @@ class SpatialMambaBlock(nn.Module):
 
     def _cpe(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         if self.channel_first:
-            return conv(x)
-        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            return conv2d_keep_layout(conv, x)
+        return conv2d_keep_layout(conv, x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self._cpe(self.cpe1, x)
