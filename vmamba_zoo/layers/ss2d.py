@@ -38,7 +38,7 @@ from torch import nn
 from vmamba_zoo_kernels import selective_scan
 from vmamba_zoo_kernels.native_cpu import dwconv3x3_native, native_usable
 
-from .conv import conv2d_keep_layout
+from .conv import conv2d_keep_layout, depthwise3x3_fused, depthwise3x3_fused_applies, is_depthwise3x3
 from .fused_core import can_fuse, ss2d_core_fused
 
 from ..scan import ScanPattern, create_scan_pattern
@@ -206,6 +206,8 @@ class SS2D(nn.Module):
             x = x.permute(0, 3, 1, 2)
         if self._native_conv_act(x):  # CPU inference: depth-wise conv + SiLU in one native pass
             x = dwconv3x3_native(x, self.conv2d.weight, self.conv2d.bias, silu=True)  # float32 in and out
+        elif self.conv2d is not None and type(self.act) is nn.SiLU and depthwise3x3_fused_applies(self.conv2d, x):
+            x = depthwise3x3_fused(self.conv2d, x, silu=True)  # CUDA inference: one Triton pass
         else:
             if self.conv2d is not None:
                 x = conv2d_keep_layout(self.conv2d, x)  # keeps a channels-last map channels-last (no copy)
@@ -227,10 +229,7 @@ class SS2D(nn.Module):
         conv with padding 1, SiLU, float32)."""
         conv = self.conv2d
         return (conv is not None and x.device.type == "cpu" and x.dtype == torch.float32
-                and type(self.act) is nn.SiLU and conv.kernel_size == (3, 3) and conv.padding == (1, 1)
-                and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
-                and conv.groups == conv.in_channels == conv.out_channels
-                and native_usable(x, conv.weight, conv.bias))
+                and type(self.act) is nn.SiLU and is_depthwise3x3(conv) and native_usable(x, conv.weight, conv.bias))
 
     def forward_core(self, x: torch.Tensor) -> torch.Tensor:
         """Scan, selective scan over all routes, merge.

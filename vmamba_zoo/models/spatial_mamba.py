@@ -35,7 +35,7 @@ from timm.layers import ClassifierHead, DropPath
 from timm.models import generate_default_cfgs, register_model
 
 from ..layers import SS2D, LayerNorm, make_norm
-from ..layers.conv import conv2d_keep_layout
+from ..layers.conv import conv2d_keep_layout, depthwise3x3_fused, depthwise3x3_fused_applies
 from ._zoo import ModelFamily, create_zoo_model, register_family, stage_dims
 from .vmamba import VSSM, Mlp, VSSStage
 
@@ -148,10 +148,18 @@ class SpatialMambaBlock(nn.Module):
             return conv2d_keep_layout(conv, x)
         return conv2d_keep_layout(conv, x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
+    def _add_cpe(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """``x + conv(x)``; one Triton pass for CUDA inference on the channels-last trunk."""
+        x_nchw = x if self.channel_first else x.permute(0, 3, 1, 2)
+        if depthwise3x3_fused_applies(conv, x_nchw):
+            y = depthwise3x3_fused(conv, x_nchw, residual=True)
+            return y if self.channel_first else y.permute(0, 2, 3, 1)
+        return x + self._cpe(conv, x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._cpe(self.cpe1, x)
+        x = self._add_cpe(self.cpe1, x)
         x = x + self.drop_path(self.op(self.norm(x)))
-        x = x + self._cpe(self.cpe2, x)
+        x = self._add_cpe(self.cpe2, x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 

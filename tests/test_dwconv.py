@@ -1,0 +1,89 @@
+"""The Triton depth-wise 3x3 conv (Triton's interpreter on CPU) equals F.conv2d + epilogue; the blocks use
+it exactly for CUDA inference."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vmamba_zoo.layers.conv import depthwise3x3_fused_applies, is_depthwise3x3
+from vmamba_zoo_kernels.dispatch import triton_available
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+
+
+def _kernel():
+    from vmamba_zoo_kernels.dwconv import dwconv3x3_channels_last_triton
+
+    return dwconv3x3_channels_last_triton
+
+
+@needs_triton
+@pytest.mark.parametrize("hw", [(5, 11), (1, 1), (9, 8)])
+@pytest.mark.parametrize("channels", [3, 70])
+@pytest.mark.parametrize("epilogue", ["bias", "bias_silu", "residual", "none"])
+def test_dwconv_matches_conv2d(hw, channels, epilogue):
+    height, width = hw
+    torch.manual_seed(0)
+    x = torch.randn(2, height, width, channels, device=DEVICE).permute(0, 3, 1, 2)  # channels-last map
+    weight = torch.randn(channels, 1, 3, 3, device=DEVICE)
+    bias = None if epilogue == "none" else torch.randn(channels, device=DEVICE)
+    want = F.conv2d(x, weight, bias, padding=1, groups=channels)
+    if epilogue == "bias_silu":
+        want = F.silu(want)
+    if epilogue == "residual":
+        want = want + x
+    got = _kernel()(x, weight, bias, silu=epilogue == "bias_silu", residual=epilogue == "residual")
+    assert got.shape == x.shape and got.dtype == x.dtype and got.permute(0, 2, 3, 1).is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
+def test_dwconv_reads_a_channel_slice_in_bf16_and_rejects_channel_first_maps():
+    torch.manual_seed(1)
+    wide = torch.randn(2, 6, 7, 16, device=DEVICE).to(torch.bfloat16)
+    x = wide[..., :8].permute(0, 3, 1, 2)  # SS2D's conv input: one half of the in_proj output
+    weight, bias = torch.randn(8, 1, 3, 3, device=DEVICE), torch.randn(8, device=DEVICE)
+    want = F.silu(F.conv2d(x.float(), weight, bias, padding=1, groups=8))
+    got = _kernel()(x, weight, bias, silu=True, out_dtype=torch.float32)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="contiguous channels"):
+        _kernel()(x.contiguous(), weight, bias)
+    with pytest.raises(ValueError, match=r"\(C, 1, 3, 3\)"):
+        _kernel()(x, weight[:4], bias)
+
+
+def test_fused_depthwise_applies_only_to_cuda_inference_of_3x3_depthwise():
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=8).to(DEVICE)
+    x = torch.randn(1, 5, 5, 8, device=DEVICE).permute(0, 3, 1, 2)
+    assert is_depthwise3x3(conv)
+    assert not is_depthwise3x3(nn.Conv2d(8, 8, 3, padding=1, groups=8, dilation=2))
+    assert not is_depthwise3x3(nn.Conv2d(8, 8, 3, padding=1))
+    with torch.no_grad():
+        assert depthwise3x3_fused_applies(conv, x) == (DEVICE == "cuda" and triton_available())
+        assert not depthwise3x3_fused_applies(conv, x.contiguous())  # channels-first memory
+    assert not depthwise3x3_fused_applies(conv, x)  # autograd on
+
+
+def test_spatial_mamba_inference_equals_the_autograd_path():
+    """The test model in eval: the inference paths (on CUDA: fused read-out, fused convs, cached casts)
+    give the output of the module path that autograd runs."""
+    import timm
+
+    import vmamba_zoo  # noqa: F401  (registers the models)
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_spatial_mamba", num_classes=10).to(DEVICE).eval()
+    x = torch.randn(2, 3, 64, 64, device=DEVICE)
+    with torch.no_grad():
+        fast = model(x)
+    reference = model(x)
+    assert reference.requires_grad
+    torch.testing.assert_close(fast, reference.detach(), rtol=1e-4, atol=1e-4)
+    if DEVICE == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.no_grad():
+                fast = model(x)
+            reference = model(x)
+        torch.testing.assert_close(fast.float(), reference.detach().float(), rtol=3e-2, atol=3e-2)
