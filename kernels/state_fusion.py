@@ -8,9 +8,10 @@ With one raster route and d_state 1, the SASF mixer's core after the scan is::
 (``taps[:, i] = alpha_i * kernel_i``; clamping the indices is the replicate padding of the
 official code).  PyTorch runs this as a replicate pad, one depth-wise convolution per dilation
 (or the merged 11 x 11 kernel, which cuDNN does not take and PyTorch runs in a generic kernel),
-an einsum and an add: five passes and three temporaries.  Here one program reads a
-[BLOCK_D x BLOCK_P] tile of states, gathers the 27 taps (cache hits after the first), applies
-C and D and writes y channels-last, the layout the mixer's LayerNorm reads next.
+an einsum and an add: five passes and three temporaries.  Here one program takes a tile of
+pixels x channels (oriented by the layout of u, see the tile constants), gathers the 27 taps of
+the states (cache hits after the first), applies C and D and writes y channels-last, the layout
+the mixer's LayerNorm reads next.
 
 Forward only: used where no gradient is needed; training keeps the differentiable convolutions.
 PyTorch reference: :func:`vmamba_zoo_kernels.reference.sasf_readout_ref`.
