@@ -92,6 +92,7 @@ def test_autocast_inference_params_cast_once_and_only_without_autograd():
     params = (lin.weight, lin.bias)
     with torch.no_grad():
         assert autocast_inference_params(lin, params, "cpu") == params  # no autocast: as they are
+        assert autocast_inference_params(lin, params, "meta") == params  # no autocast there (asking raises)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             w1, b1 = autocast_inference_params(lin, params, "cpu")
             w2, b2 = autocast_inference_params(lin, params, "cpu")

@@ -71,7 +71,7 @@ def conv2d_keep_layout(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     weight, bias = autocast_inference_params(conv, (conv.weight, conv.bias), x.device.type)
     if (x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             and not weight.is_contiguous(memory_format=torch.channels_last)):
-        source = weight
-        weight = cached_derived(conv, ("channels_last_weight", source.dtype), [source],
+        source = weight  # conv.weight or its autocast copy, both unchanged while conv.weight is
+        weight = cached_derived(conv, ("channels_last_weight", source.dtype), [conv.weight],
                                 lambda: source.contiguous(memory_format=torch.channels_last))
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)

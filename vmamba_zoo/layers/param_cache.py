@@ -64,6 +64,7 @@ def autocast_inference_params(module: nn.Module, tensors: Sequence[Optional[torc
     cast of its own at every call (about 16 casts per block of a Spatial-Mamba forward).  Otherwise
     (autograd on, no autocast) returned as they are, and autocast casts them as usual.
     """
-    if torch.is_grad_enabled() or not torch.is_autocast_enabled(device_type):
+    if (torch.is_grad_enabled() or not torch.amp.is_autocast_available(device_type)  # e.g. "meta": asking raises
+            or not torch.is_autocast_enabled(device_type)):
         return tuple(tensors)
     return cached_cast(module, tensors, torch.get_autocast_dtype(device_type))
