@@ -14,12 +14,14 @@ from vmamba_zoo_kernels.dispatch import triton_available
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 
-GATHER_PATTERNS = [name for name in list_scan_patterns()
-                   if get_scan_pattern_cls(name).is_gather and not get_scan_pattern_cls(name).fuses_states]
+GATHER_PATTERNS = [name for name in list_scan_patterns() if get_scan_pattern_cls(name).supports_fused_core()]
 
 
-def test_cross_uni_bi_are_fusable():
-    assert {"cross", "uni", "bi"} <= set(GATHER_PATTERNS)
+def test_fusable_patterns():
+    """Gather patterns without state fusion, and the wavelet pattern (its routes read a source map of pixels
+    and window-ordered coefficients)."""
+    assert {"cross", "uni", "bi", "atrous", "wavelet"} <= set(GATHER_PATTERNS)
+    assert "sasf" not in GATHER_PATTERNS
 
 
 @pytest.mark.parametrize("scan", GATHER_PATTERNS)
@@ -37,7 +39,8 @@ def test_fused_core_matches_unfused(scan, height, width, d_state, channels_last)
     expected = mixer.forward_core(x).float()
     got = ss2d_core_fused(mixer, x, backend="triton")
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+    if get_scan_pattern_cls(scan).is_gather:  # the merged map keeps the input's layout (wavelet: its merge's)
+        assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
     grad = torch.randn_like(expected)
     params = [x, mixer.x_proj_weight, mixer.dt_projs_weight, mixer.dt_projs_bias, mixer.A_logs, mixer.Ds]
     g_ref = torch.autograd.grad((expected * grad).sum(), params)

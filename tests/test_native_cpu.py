@@ -173,7 +173,7 @@ def test_auto_runs_native_only_without_an_autograd_graph(monkeypatch):
         selective_scan(*args, backend="native")
 
 
-@pytest.mark.parametrize("scan", ["cross", "atrous", "bi"])
+@pytest.mark.parametrize("scan", ["cross", "atrous", "bi", "wavelet"])
 def test_fused_core_on_cpu_matches_forward_core(scan):
     torch.manual_seed(0)
     mixer = SS2D(d_model=8, d_state=2, ssm_ratio=2.0, scan=scan, channel_first=True)
@@ -188,7 +188,7 @@ def test_fused_core_on_cpu_matches_forward_core(scan):
 
 @pytest.mark.parametrize("name", ["test_vmamba", "test_efficient_vmamba", "test_spatial_mamba", "test_wave_vmamba"])
 def test_model_inference_native_equals_chunked(monkeypatch, name):
-    """Gather patterns (fused core), state fusion (return_states) and the wavelet pattern (rows)."""
+    """Gather patterns and the wavelet pattern (fused core), state fusion (return_states)."""
     torch.manual_seed(0)
     model = timm.create_model(name).eval()
     image = torch.randn(2, 3, 64, 64)

@@ -67,16 +67,16 @@ def core_weights(mixer: nn.Module, dtype: torch.dtype, cache: bool = True):
 
 
 def can_fuse(mixer: nn.Module, x: torch.Tensor) -> bool:
-    """Whether a fused kernel suits ``mixer``'s core for input ``x``: a gather pattern without state
-    fusion, and either CUDA with Triton and a pixel-major (channels-last) map, whose route gathers read
-    contiguous channel vectors (a channel-first map would be gathered with a stride of W along column
+    """Whether a fused kernel suits ``mixer``'s core for input ``x``: a pattern that supports it
+    (``supports_fused_core``: gather patterns without state fusion, the wavelet pattern), and either
+    CUDA with Triton and a pixel-major (channels-last) map, whose route gathers read contiguous channel
+    vectors (a channel-first map would be gathered with a stride of W along column
     routes), or the CPU where the native kernel can run (no autograd graph needed; a channel-first map
     costs one transposing copy there)."""
     from vmamba_zoo_kernels.dispatch import triton_available
     from vmamba_zoo_kernels.native_cpu import native_usable
 
-    pattern = mixer.scan_pattern
-    if not getattr(pattern, "is_gather", False) or getattr(pattern, "fuses_states", False):
+    if not mixer.scan_pattern.supports_fused_core():
         return False
     if x.is_cuda:
         return triton_available() and x.is_contiguous(memory_format=torch.channels_last)
@@ -100,16 +100,18 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
         x: (B, D, H, W) after the depth-wise conv and activation; fastest in channels-last memory
             (a permuted (B, H, W, D) tensor), which costs no copy.
     Returns:
-        (B, D, H, W) float32 in channels-last memory, equal to the unfused core's output.
+        (B, D, H, W) float32, equal to the unfused core's output; in channels-last memory for gather
+        patterns (the pattern's :meth:`fused_core_merge` decides).
     """
     batch, dim, height, width = x.shape
     pattern = mixer.scan_pattern
     n, r = mixer.d_state, mixer.dt_rank
-    route_index = pattern.route_indices(height, width, x.device, dtype=torch.int32)  # validated when built
+    route_index = pattern.fused_core_index(height, width, x.device)  # validated when built
     routes = route_index.shape[0]
-    pixels = height * width
     width_dbl = r + 2 * n
-    x_pm = x.permute(0, 2, 3, 1).reshape(batch, pixels, dim)  # pixel-major; a view for channels-last input
+    x_pm = x.permute(0, 2, 3, 1).reshape(batch, height * width, dim)  # pixel-major; a view for channels-last input
+    x_pm = pattern.fused_core_map(x_pm, height, width)  # what the routes read: the map itself for gather patterns
+    pixels = x_pm.shape[1]
     x_proj_weight, dt_weight, A = core_weights(mixer, x.dtype)  # reused across inference calls
     x_dbl = F.linear(x_pm, x_proj_weight).view(batch, pixels, routes, width_dbl)
     dt_features = x_dbl[..., :r]  # (B, P, K, R) view
@@ -131,4 +133,4 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
         dts = F.linear(dt_features.reshape(batch, pixels, routes * r), dt_weight)  # (B, P, K*D)
         y = selective_scan_routes(x_map, dts.transpose(1, 2), A, bs, cs, Ds, dt_bias, True, route_index=route_index,
                                   backend=backend, fused=False, check_index=False)
-    return y.view(batch, dim, height, width)
+    return pattern.fused_core_merge(y, height, width)

@@ -209,6 +209,30 @@ class ScanPattern(nn.Module):
             out = out[:, :, : height * width]
         return out.reshape(batch, dim, height, width)
 
+    # -------------------------------------------------------- fused core
+    @classmethod
+    def supports_fused_core(cls) -> bool:
+        """Whether the fused SS2D core (:func:`vmamba_zoo.layers.fused_core.ss2d_core_fused`) runs this
+        pattern: its routes read a pixel-major source map (:meth:`fused_core_map`) through
+        :meth:`fused_core_index` and their summed outputs fold back with :meth:`fused_core_merge`.
+        Gather patterns without state fusion do, with the map itself as the source."""
+        return cls.is_gather and not cls.fuses_states
+
+    def fused_core_map(self, x_pm: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The source map the fused core's routes read: (B, H*W, D) pixel-major map -> (B, P_src, D).
+
+        Gather patterns read the map itself; a pattern may append other rows (e.g. transform
+        coefficients), which its routes then index past H*W."""
+        return x_pm
+
+    def fused_core_index(self, height: int, width: int, device: Optional[torch.device] = None) -> torch.Tensor:
+        """(K, L) int32 route map into the rows of :meth:`fused_core_map` (-1 = padding step), cached."""
+        return self.route_indices(height, width, device, dtype=torch.int32)
+
+    def fused_core_merge(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The fused core's output on the source map, (B, D, P_src), folded onto the (B, D, H, W) map."""
+        return y.view(y.shape[0], y.shape[1], height, width)
+
     def fuse_states(self, states: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Post-process hidden states (B, K, D, N, L) before the C contraction.
 

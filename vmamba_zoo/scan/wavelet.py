@@ -8,10 +8,12 @@ clean re-design, not a port: no DiMSUM checkpoint maps onto it.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from vmamba_zoo_kernels.routes import check_route_map
 
 from .base import ScanPattern, _check_map, _check_routes, register_scan_pattern
 
@@ -139,6 +141,7 @@ class WaveletScan(ScanPattern):
         self.wavelet = wavelet
         self.levels = levels
         self._mats: Dict[Tuple[int, str, torch.dtype], torch.Tensor] = {}
+        self._fused_index: Dict[Tuple[int, int, str], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ sizes
     def padded_size(self, height: int, width: int) -> Tuple[int, int]:
@@ -212,6 +215,50 @@ class WaveletScan(ScanPattern):
         y = y[:, :2] + y[:, 2:].flip(-1)
         spatial = y[:, 0, :, : height * width].reshape(batch, dim, height, width)
         freq = self.inverse_transform(self.from_windows(y[:, 1], hp, wp), height, width)
+        return spatial + freq
+
+    # ------------------------------------------------------------- fused core
+    @classmethod
+    def supports_fused_core(cls) -> bool:
+        return True
+
+    def fused_core_map(self, x_pm: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, H*W, D) pixels -> (B, H*W + L, D): the pixels, then the wavelet coefficients in window order
+        (the two sources of the routes; the fused core projects each row once, where the unfused path
+        projects all four materialised routes)."""
+        batch, pixels, dim = x_pm.shape
+        x = x_pm.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, D, H, W), a view
+        coeffs = self.to_windows(self.transform(x))  # (B, D, L)
+        return torch.cat([x_pm, coeffs.transpose(1, 2)], dim=1)
+
+    def fused_core_index(self, height: int, width: int, device: Optional[torch.device] = None) -> torch.Tensor:
+        """(4, L) int32 rows of :meth:`fused_core_map`: the raster route (padded with -1 past H*W),
+        the window route (rows H*W + t), and both reversed; validated once per map size."""
+        device = torch.device("cpu") if device is None else torch.device(device)
+        key = (int(height), int(width), str(device))
+        index = self._fused_index.get(key)
+        if index is None:
+            pixels, length = height * width, self.seq_len(height, width)
+            spatial = torch.full((length,), -1, dtype=torch.long)
+            spatial[:pixels] = torch.arange(pixels)
+            freq = pixels + torch.arange(length)
+            routes = torch.stack([spatial, freq, spatial.flip(0), freq.flip(0)])
+            check_route_map(routes, pixels + length, f"scan pattern {self.name!r}")
+            with torch.inference_mode(False):  # a normal tensor: the fused kernel's backward saves it
+                index = routes.to(device=device, dtype=torch.int32)
+            if len(self._fused_index) >= 16:
+                self._fused_index.clear()
+            self._fused_index[key] = index
+        return index
+
+    def fused_core_merge(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, D, H*W + L) outputs on :meth:`fused_core_map`'s rows -> (B, D, H, W): the pixel rows plus the
+        inverse transform of the coefficient rows."""
+        batch, dim, _ = y.shape
+        pixels = height * width
+        hp, wp = self.padded_size(height, width)
+        spatial = y[:, :, :pixels].reshape(batch, dim, height, width)
+        freq = self.inverse_transform(self.from_windows(y[:, :, pixels:], hp, wp), height, width)
         return spatial + freq
 
     def extra_repr(self) -> str:
