@@ -32,8 +32,12 @@ Gather patterns (``is_gather = True``, the default)
 Non-gather patterns (``is_gather = False``)
     Patterns whose scan is not a permutation (e.g. a wavelet transform before a
     raster scan) override :meth:`scan` and :meth:`merge` and may leave
-    :meth:`build_route_indices` unimplemented (fused gather kernels then fall
-    back to the unfused path).
+    :meth:`build_route_indices` unimplemented.  The fused SS2D core then runs
+    them only if they say how (:meth:`supports_fused_core`): the routes gather
+    from a source map of pixel-major rows (:meth:`fused_core_map`, e.g. the
+    pixels followed by transform coefficients) through
+    :meth:`fused_core_index`, and :meth:`fused_core_merge` folds the summed
+    outputs back onto the map; otherwise the unfused path runs.
 
 State fusion (``fuses_states = True``)
     Spatial-Mamba style patterns post-process the hidden states before the
