@@ -187,7 +187,9 @@ class WaveletScan(ScanPattern):
         height, width = x.shape[-2:]
         hp, wp = self.padded_size(height, width)
         work = x.float() if x.dtype in _HALF_DTYPES else x
-        work = F.pad(work, (0, wp - width, 0, hp - height))
+        # row-major planes: the batched products then run as one GEMM each (on a channels-last map the
+        # CPU's batched matmul copied every (H, W) plane separately: 1.09 vs 0.07 ms at D384 16x16)
+        work = F.pad(work, (0, wp - width, 0, hp - height)).contiguous()
         return wavelet_packet_2d(work, self._matrix(hp, work), self._matrix(wp, work)).to(x.dtype)
 
     def inverse_transform(self, coeffs: torch.Tensor, height: int, width: int) -> torch.Tensor:
