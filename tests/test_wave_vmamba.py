@@ -8,6 +8,7 @@ import timm
 import torch
 
 import vmamba_zoo  # noqa: F401
+from vmamba_zoo_kernels.dispatch import triton_available
 
 TWINS = {"wave_vmamba_tiny": "vmamba_tiny_s1l8", "wave_vmamba_small": "vmamba_small_s1l20",
          "test_wave_vmamba": "test_vmamba"}
@@ -68,3 +69,29 @@ def test_committed_learning_run_is_complete():
         assert all(math.isfinite(v) for v in log["train_loss"] + log["val_loss"])
         first, last = sum(log["train_loss"][:20]) / 20, sum(log["train_loss"][-20:]) / 20
         assert last < first, f"{config}/{name} seed {seed}: training loss did not go down ({first:.3f} -> {last:.3f})"
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+def test_fused_core_in_the_model_equals_the_unfused_core(monkeypatch):
+    """The wavelet routes through the fused core's Triton kernel (the CUDA path; Triton's interpreter on
+    the CPU), inside the test model with its channels-last trunk, against the materialising path."""
+    import vmamba_zoo.layers.fused_core as fused_core
+    from vmamba_zoo.layers import SS2D
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_wave_vmamba", num_classes=5).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    x = torch.randn(2, 3, 40, 48, device=device)
+    monkeypatch.setattr(fused_core, "resolve_backend", lambda backend, dev: "triton")
+    calls = []
+    real = fused_core.ss2d_core_fused
+    monkeypatch.setattr("vmamba_zoo.layers.ss2d.ss2d_core_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        fused = model(x)
+        assert calls, "the fused core did not run"
+        for module in model.modules():
+            if isinstance(module, SS2D):
+                module.use_fused_kernel = False
+        unfused = model(x)
+    torch.testing.assert_close(fused, unfused, rtol=1e-4, atol=1e-4)
