@@ -48,6 +48,8 @@ def test_dwconv_reads_a_channel_slice_in_bf16_and_rejects_channel_first_maps():
     got = _kernel()(x, weight, bias, silu=True, out_dtype=torch.float32)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    other_tile = _kernel()(x, weight, bias, silu=True, out_dtype=torch.float32, tiles=(16, 32, 2))  # tuning knob
+    torch.testing.assert_close(other_tile, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="contiguous channels"):
         _kernel()(x.contiguous(), weight, bias)
     with pytest.raises(ValueError, match=r"\(C, 1, 3, 3\)"):

@@ -43,7 +43,9 @@ def depthwise3x3_fused(conv: nn.Conv2d, x: torch.Tensor, silu: bool = False, res
     """
     from vmamba_zoo_kernels.dwconv import dwconv3x3_channels_last_triton
 
-    conv_dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+    device_type = x.device.type
+    autocast_on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    conv_dtype = torch.get_autocast_dtype(device_type) if autocast_on else x.dtype
     out_dtype = torch.promote_types(conv_dtype, x.dtype) if residual else conv_dtype
     return dwconv3x3_channels_last_triton(x, conv.weight, conv.bias, silu=silu, residual=residual,
                                           out_dtype=out_dtype)

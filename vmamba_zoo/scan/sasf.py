@@ -7,13 +7,15 @@ in https://github.com/EdwardChasel/Spatial-Mamba (``classification/models/spatia
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vmamba_zoo_kernels.dispatch import triton_available
+
+from ..layers.param_cache import cached_derived
 
 from .base import ScanPattern, _check_map, _check_routes, register_scan_pattern
 
@@ -74,7 +76,7 @@ class SASFScan(ScanPattern):
     never refreshes it (stale after further training or ``load_state_dict``),
     the cache here is keyed on the parameters' storage and in-place version
     counters and is rebuilt whenever any of them changes.  It is only cached
-    when no gradient is needed; otherwise the merged kernel is rebuilt,
+    while autograd is off; otherwise the merged kernel is rebuilt,
     differentiably, on every call.
 
     On CUDA with Triton, where no gradient is needed, :meth:`read_out_states`
@@ -96,7 +98,6 @@ class SASFScan(ScanPattern):
         self.kernel_3_1 = nn.Parameter(torch.ones(dim, 1, 3, 3))
         self.kernel_3_2 = nn.Parameter(torch.ones(dim, 1, 3, 3))
         self.alpha = nn.Parameter(torch.ones(3))
-        self._derived: Dict[str, Tuple[tuple, torch.Tensor]] = {}
 
     # ---------------------------------------------------------------- route
     def build_route_indices(self, height: int, width: int) -> torch.Tensor:
@@ -116,31 +117,18 @@ class SASFScan(ScanPattern):
     def _kernels(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.kernel_3, self.kernel_3_1, self.kernel_3_2
 
-    def _cache_key(self) -> tuple:
-        params = (*self._kernels(), self.alpha)
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-
-    def _no_grad_derived(self, kind: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """``make()`` of the fusion parameters, cached under ``kind`` while they are unchanged and no
-        gradient is needed; rebuilt (differentiably) on every call otherwise."""
-        params = (*self._kernels(), self.alpha)
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-            return make()
-        key = self._cache_key()
-        cached = self._derived.get(kind)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                cached = (key, make())
-            self._derived[kind] = cached
-        return cached[1]
+    def _cached(self, kind: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``make()`` of the fusion parameters, reused while they are unchanged and autograd is off
+        (:func:`~vmamba_zoo.layers.param_cache.cached_derived`); rebuilt, differentiably, otherwise."""
+        return cached_derived(self, ("sasf", kind), (*self._kernels(), self.alpha), make)
 
     def merged_kernel(self) -> torch.Tensor:
         """The (D, 1, 11, 11) merged kernel; cached (and refreshed on weight changes) when no grad is needed."""
-        return self._no_grad_derived("merged", lambda: merge_sasf_kernels(self._kernels(), self.alpha))
+        return self._cached("merged", lambda: merge_sasf_kernels(self._kernels(), self.alpha))
 
     def readout_taps(self) -> torch.Tensor:
         """(D, 3, 3, 3) float32: ``alpha_i * kernel_i`` for dilation i (the fused read-out's weights)."""
-        return self._no_grad_derived("taps", lambda: torch.stack(
+        return self._cached("taps", lambda: torch.stack(
             [self.alpha[i].float() * k[:, 0].float() for i, k in enumerate(self._kernels())], dim=1))
 
     def fuse_map(self, h: torch.Tensor) -> torch.Tensor:
@@ -189,7 +177,3 @@ class SASFScan(ScanPattern):
         return (self.use_fused_readout and states.is_cuda and not needs_grad and states.dim() == 5
                 and states.shape[1] == 1 and states.shape[3] == 1 and states.dtype == torch.float32
                 and not torch.compiler.is_compiling() and triton_available())
-
-    def _apply(self, fn, *args, **kwargs):  # drop the cached kernels on .to()/.half()/...
-        self._derived = {}
-        return super()._apply(fn, *args, **kwargs)

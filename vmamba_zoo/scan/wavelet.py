@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from vmamba_zoo_kernels.routes import check_route_map
 
-from .base import ScanPattern, _check_map, _check_routes, register_scan_pattern
+from .base import _MAX_CACHED_MAPS, ScanPattern, _check_map, _check_routes, register_scan_pattern
 
 __all__ = ["WaveletScan", "wavelet_packet_matrix", "wavelet_packet_2d", "inverse_wavelet_packet_2d"]
 
@@ -212,12 +212,17 @@ class WaveletScan(ScanPattern):
 
     def merge(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, 4, D, Hp*Wp) -> (B, D, H, W): every route inverted, the four maps summed."""
-        batch, _, dim, _ = _check_routes(y, self, height, width)
-        hp, wp = self.padded_size(height, width)
+        _check_routes(y, self, height, width)
         y = y[:, :2] + y[:, 2:].flip(-1)
-        spatial = y[:, 0, :, : height * width].reshape(batch, dim, height, width)
-        freq = self.inverse_transform(self.from_windows(y[:, 1], hp, wp), height, width)
-        return spatial + freq
+        return self._fold_sources(y[:, 0], y[:, 1], height, width)
+
+    def _fold_sources(self, spatial: torch.Tensor, windows: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, D, >= H*W) raster-order outputs and (B, D, L) window-order outputs -> their sum on the
+        (B, D, H, W) map (the windows through the inverse transform)."""
+        batch, dim, _ = spatial.shape
+        hp, wp = self.padded_size(height, width)
+        freq = self.inverse_transform(self.from_windows(windows, hp, wp), height, width)
+        return spatial[:, :, : height * width].reshape(batch, dim, height, width) + freq
 
     # ------------------------------------------------------------- fused core
     @classmethod
@@ -248,7 +253,7 @@ class WaveletScan(ScanPattern):
             check_route_map(routes, pixels + length, f"scan pattern {self.name!r}")
             with torch.inference_mode(False):  # a normal tensor: the fused kernel's backward saves it
                 index = routes.to(device=device, dtype=torch.int32)
-            if len(self._fused_index) >= 16:
+            if len(self._fused_index) >= _MAX_CACHED_MAPS:
                 self._fused_index.clear()
             self._fused_index[key] = index
         return index
@@ -256,12 +261,8 @@ class WaveletScan(ScanPattern):
     def fused_core_merge(self, y: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """(B, D, H*W + L) outputs on :meth:`fused_core_map`'s rows -> (B, D, H, W): the pixel rows plus the
         inverse transform of the coefficient rows."""
-        batch, dim, _ = y.shape
         pixels = height * width
-        hp, wp = self.padded_size(height, width)
-        spatial = y[:, :, :pixels].reshape(batch, dim, height, width)
-        freq = self.inverse_transform(self.from_windows(y[:, :, pixels:], hp, wp), height, width)
-        return spatial + freq
+        return self._fold_sources(y[:, :, :pixels], y[:, :, pixels:], height, width)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, wavelet={self.wavelet!r}, levels={self.levels}"
