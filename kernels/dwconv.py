@@ -21,10 +21,11 @@ from torch import Tensor
 
 __all__ = ["dwconv3x3_channels_last_triton"]
 
-#: (BLOCK_W, BLOCK_C, num_warps).  Not tuned yet: on the H200 (batch 128) the 54 calls of a
-#: spatial_mamba_tiny forward took 4.26 ms, where cuDNN's convolutions took 1.66 ms plus about
-#: 3 ms of separate bias and residual adds, i.e. several times the memory-bound time.
-DEFAULT_TILES = (8, 64, 4)
+#: (BLOCK_W, BLOCK_C, num_warps).  H200 sweep of 10 tiles (batch 128, bf16; benchmarks/dwconv_tiles_h200.json)
+#: over five layer shapes (C64 56x56 + residual, C128 56x56 + SiLU, C256 14x14 + residual, C512 28x28
+#: + SiLU, C128 28x28 + residual): 0.473 ms in all for (16, 128, 4), 0.919 ms for the first guess
+#: (8, 64, 4); cuDNN's convolution alone (its bias, SiLU and residual passes not counted) 0.952 ms.
+DEFAULT_TILES = (16, 128, 4)
 
 
 @triton.jit
