@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-__all__ = ["Tiles", "pick_tiles", "num_chunks", "is_pixel_major"]
+__all__ = ["Tiles", "SequentialTiles", "pick_tiles", "pick_sequential_tiles", "num_chunks", "is_pixel_major"]
 
 
 class Tiles(NamedTuple):
@@ -61,6 +61,38 @@ def pick_tiles(dim: int, per_group: int, length: int, n_state: int, pixel_major:
     fwd_bd = _largest_pow2_divisor(per_group, max(1, 2048 // block_l))
     bwd_bd = _largest_pow2_divisor(per_group, max(1, 4096 // block_l))
     return Tiles(block_l, fwd_bd, 4, bwd_bd, 4)
+
+
+class SequentialTiles(NamedTuple):
+    block_d: int  # channels per program of the step-by-step forward (each holding all N states)
+    warps: int
+
+
+#: States from which the forward walks the sequence step by step (``_scan_fwd_seq_kernel``) instead of
+#: running one associative scan per state, when u is pixel-major (each step then reads one contiguous
+#: vector of channels).  H200, batch 128, bf16 inference with the fused core (pixel-major): efficient_vmamba_base
+#: 4180 -> 6216 img/s, vanilla_vmamba_tiny 1026 -> 2753 (N = 16); for N = 1 it is 3x slower
+#: (vmamba_tiny_s1l8 7852 -> 2283 with 8 x 4-warp tiles).  Channel-first u (strided steps), 128 x 768 x 3136,
+#: N = 16: 12.8 ms step by step vs 12.0 ms chunked, so the chunked kernel stays there.
+SEQUENTIAL_MIN_STATES = 8
+
+
+def pick_sequential_tiles(per_group: int, n_state: int, pixel_major: bool = True) -> "SequentialTiles | None":
+    """Tiles of the step-by-step forward, or None where the chunked forward is used.
+
+    ``VMAMBA_ZOO_SCAN_SEQ=0`` / ``=1`` turns it off / on for every N and layout (for measurements);
+    ``VMAMBA_ZOO_SEQ_TILES="block_d,warps"`` overrides the tile.
+    """
+    mode = os.environ.get("VMAMBA_ZOO_SCAN_SEQ", "auto")
+    if mode == "0" or (mode != "1" and (n_state < SEQUENTIAL_MIN_STATES or not pixel_major)):
+        return None
+    override = os.environ.get("VMAMBA_ZOO_SEQ_TILES")
+    if override:
+        bd, warps = (int(v) for v in override.split(","))
+        return SequentialTiles(_largest_pow2_divisor(per_group, bd), warps)
+    # H200 sweep (efficient_vmamba_base and vanilla_vmamba_tiny, bf16 inference; benchmarks/scan_sequential_h200.json):
+    # 64 channels x 4 warps for N = 16 (8 (channel, state) pairs per thread) was best of 12 tiles in both
+    return SequentialTiles(_largest_pow2_divisor(per_group, max(1, 1024 // _next_pow2(n_state))), 4)
 
 
 def num_chunks(dim: int, per_group: int, length: int, n_state: int, pixel_major: bool = False) -> int:

@@ -25,8 +25,11 @@ def test_fusable_patterns():
 
 
 @pytest.mark.parametrize("scan", GATHER_PATTERNS)
-@pytest.mark.parametrize("height,width,d_state,channels_last", [(9, 8, 1, True), (5, 3, 4, False)])
-def test_fused_core_matches_unfused(scan, height, width, d_state, channels_last):
+@pytest.mark.parametrize("height,width,d_state,channels_last,sequential", [
+    (9, 8, 1, True, False), (5, 3, 4, False, False), (5, 6, 4, True, True)])
+def test_fused_core_matches_unfused(monkeypatch, scan, height, width, d_state, channels_last, sequential):
+    """``sequential``: the forward walks the routes step by step (the kernel wide states get)."""
+    monkeypatch.setenv("VMAMBA_ZOO_SCAN_SEQ", "1" if sequential else "0")
     torch.manual_seed(0)
     mixer = SS2D(d_model=4, d_state=d_state, ssm_ratio=2.0, scan=scan, channel_first=True).to(DEVICE)
     with torch.no_grad():  # non-trivial parameters
@@ -49,8 +52,11 @@ def test_fused_core_matches_unfused(scan, height, width, d_state, channels_last)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
 
 
-def test_padding_steps_decay_but_read_nothing():
-    """Index -1 (padding) reads zeros yet remains a step: fused and unfused agree on the padded routes."""
+@pytest.mark.parametrize("sequential", [False, True])
+def test_padding_steps_decay_but_read_nothing(monkeypatch, sequential):
+    """Index -1 (padding) reads zeros yet remains a step: fused and unfused agree on the padded routes
+    (both forwards: chunked and step by step)."""
+    monkeypatch.setenv("VMAMBA_ZOO_SCAN_SEQ", "1" if sequential else "0")
     torch.manual_seed(1)
     pixels, dim, routes, n = 6, 2, 2, 1
     route_index = torch.tensor([[0, -1, 1, 2, -1, 3], [5, 4, -1, -1, -1, -1]])

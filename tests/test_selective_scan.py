@@ -331,3 +331,49 @@ def test_non_contiguous_inputs():
         dev = DEVICE if backend == "triton" else "cpu"
         got = selective_scan(u_nc.to(dev), backend=backend, **{k: v.to(dev) for k, v in args.items()})
         torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-5)
+
+
+# the step-by-step forward (wide states; forced on for every N here): outputs, final state and, through
+# its chunk checkpoints, every gradient of the chunked backward; 16-step chunks, so L spans several
+# (and ends inside one), with h0
+SEQUENTIAL_CASES = [
+    (2, 8, 4, 16, 45, torch.float32, False, True),
+    (1, 8, 2, 2, 130, torch.bfloat16, True, False),
+    (1, 4, 1, 1, 49, torch.float16, False, True),
+    (1, 6, 3, 5, 20, torch.float32, True, False),
+]
+
+
+@needs_triton
+@pytest.mark.parametrize("batch,dim,groups,n_state,length,dtype,reverse,with_h0", SEQUENTIAL_CASES)
+def test_triton_sequential_forward_matches_reference(monkeypatch, batch, dim, groups, n_state, length, dtype,
+                                                     reverse, with_h0):
+    from vmamba_zoo_kernels import triton_scan
+
+    launched = []
+    real = triton_scan._scan_fwd_seq_kernel
+    monkeypatch.setattr(triton_scan, "_scan_fwd_seq_kernel",
+                        type("Counted", (), {"__getitem__": lambda self, grid: launched.append(grid) or real[grid]})())
+    monkeypatch.setenv("VMAMBA_ZOO_SCAN_SEQ", "1")
+    monkeypatch.setenv("VMAMBA_ZOO_SCAN_TILES", "8,16,4,8,4")  # 16-step chunks
+    check_against_reference("triton", batch, dim, groups, n_state, length, dtype, reverse=reverse,
+                            with_h0=with_h0)
+    assert launched, "the step-by-step forward did not run"
+
+
+def test_sequential_forward_is_chosen_for_wide_states_of_pixel_major_maps_only(monkeypatch):
+    from vmamba_zoo_kernels.tiling import SEQUENTIAL_MIN_STATES, pick_sequential_tiles
+
+    monkeypatch.delenv("VMAMBA_ZOO_SCAN_SEQ", raising=False)
+    monkeypatch.delenv("VMAMBA_ZOO_SEQ_TILES", raising=False)
+    assert pick_sequential_tiles(192, 1) is None
+    assert pick_sequential_tiles(192, SEQUENTIAL_MIN_STATES - 1) is None
+    assert pick_sequential_tiles(192, 16, pixel_major=False) is None  # strided steps: the chunked kernel
+    tiles = pick_sequential_tiles(192, 16)
+    assert tiles.block_d == 64 and tiles.warps == 4  # 64 channels x 16 states: 8 pairs per thread of 4 warps
+    assert pick_sequential_tiles(96, 8).block_d == 32  # a power of two dividing the group size
+    monkeypatch.setenv("VMAMBA_ZOO_SCAN_SEQ", "0")
+    assert pick_sequential_tiles(192, 16) is None
+    monkeypatch.setenv("VMAMBA_ZOO_SCAN_SEQ", "1")
+    monkeypatch.setenv("VMAMBA_ZOO_SEQ_TILES", "32,8")
+    assert pick_sequential_tiles(192, 1) == (32, 8)
