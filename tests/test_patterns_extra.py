@@ -193,6 +193,23 @@ def test_wavelet_transform_exactly_invertible(wavelet, hw):
     torch.testing.assert_close(pattern.merge(xs, *hw), 4 * x, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("levels", [1, 2])
+@pytest.mark.parametrize("hw", [(8, 8), (4, 12)] + ODD_SIZES)
+def test_wavelet_blockwise_windows_equal_the_matrix_transform(levels, hw):
+    """Haar windows depend on their own pixel block only: the blockwise kernel (channels-last rows) gives
+    the separable matrix transform's windows and inverts them; wider filters (db2) have no block kernel."""
+    pattern = create_scan_pattern("wavelet", 3, levels=levels)
+    x = torch.randn(2, 3, *hw, dtype=torch.float64)
+    kernel = pattern.window_kernel(x)
+    assert kernel.shape == (4 ** levels, 4 ** levels)
+    windows = pattern.windows_from_pixels(x.permute(0, 2, 3, 1), kernel)  # (B, L, D)
+    expected = pattern.to_windows(pattern.transform(x)).transpose(1, 2)
+    torch.testing.assert_close(windows, expected, rtol=0, atol=1e-12)
+    back = pattern.pixels_from_windows(windows, *hw, kernel)
+    torch.testing.assert_close(back, x.permute(0, 2, 3, 1), rtol=0, atol=1e-12)
+    assert create_scan_pattern("wavelet", 3, wavelet="db2").window_kernel(x) is None
+
+
 def test_wavelet_routes_spelled_out():
     # 4x4 map, Haar, 2 levels: 16 subbands of 1x1, one window holding the whole spectrum
     pattern = create_scan_pattern("wavelet", 1).double()

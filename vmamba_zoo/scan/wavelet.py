@@ -199,6 +199,52 @@ class WaveletScan(ScanPattern):
         x = inverse_wavelet_packet_2d(work, self._matrix(hp, work), self._matrix(wp, work))
         return x[..., :height, :width].to(coeffs.dtype)
 
+    # ------------------------------------------- block-local (two-tap) wavelets
+    def window_kernel(self, like: torch.Tensor) -> Optional[torch.Tensor]:
+        """(S, S) map from an ``s x s`` block of pixels (row-major) to its coefficient window (S = s * s,
+        s = 2**levels), or None when windows are not block-local.
+
+        With two-tap filters (haar) every coefficient of window (i, j) depends on pixel block (i, j) only,
+        and the 2-D packet transform plus the window order is ``kron(m, m)`` applied to each block, m the
+        (s, s) 1-D packet matrix: window entry (a, b) = sum_pq m[a, p] m[b, q] x[s i + p, s j + q].  The
+        entries are +-2**-levels, exact in every float dtype.
+        """
+        if len(_wavelet_filters(self.wavelet)[0]) != 2:
+            return None
+        key = (-(2 ** self.levels), str(like.device), like.dtype)  # negative: apart from the (n, n) matrices
+        kernel = self._mats.get(key)
+        if kernel is None:
+            if len(self._mats) >= 32:
+                self._mats.clear()
+            m = wavelet_packet_matrix(2 ** self.levels, self.wavelet, self.levels)
+            with torch.inference_mode(False):
+                kernel = torch.kron(m, m).to(device=like.device, dtype=like.dtype)
+            self._mats[key] = kernel
+        return kernel
+
+    def windows_from_pixels(self, x_nhwc: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, D) map -> (B, Hp*Wp, D) coefficients in window order, blockwise (``kernel`` from
+        :meth:`window_kernel`); one reordering copy and one small matmul, in the map's dtype."""
+        batch, height, width, dim = x_nhwc.shape
+        s = 2 ** self.levels
+        hp, wp = self.padded_size(height, width)
+        if (hp, wp) != (height, width):
+            x_nhwc = F.pad(x_nhwc, (0, 0, 0, wp - width, 0, hp - height))
+        blocks = x_nhwc.reshape(batch, hp // s, s, wp // s, s, dim).permute(0, 1, 3, 2, 4, 5)
+        blocks = blocks.reshape(batch, hp * wp // (s * s), s * s, dim)  # (B, windows, S pixels, D)
+        return torch.matmul(kernel.to(blocks.dtype), blocks).reshape(batch, hp * wp, dim)
+
+    def pixels_from_windows(self, windows: torch.Tensor, height: int, width: int,
+                            kernel: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`windows_from_pixels`: (B, Hp*Wp, D) -> (B, H, W, D), padding cropped."""
+        batch, _, dim = windows.shape
+        s = 2 ** self.levels
+        hp, wp = self.padded_size(height, width)
+        blocks = windows.reshape(batch, hp * wp // (s * s), s * s, dim)
+        pixels = torch.matmul(kernel.to(blocks.dtype).transpose(0, 1), blocks)  # orthogonal: K^-1 = K^T
+        pixels = pixels.reshape(batch, hp // s, wp // s, s, s, dim).permute(0, 1, 3, 2, 4, 5)
+        return pixels.reshape(batch, hp, wp, dim)[:, :height, :width]
+
     # ------------------------------------------------------------- scan/merge
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) -> (B, 4, D, Hp*Wp)."""
@@ -234,6 +280,10 @@ class WaveletScan(ScanPattern):
         (the two sources of the routes; the fused core projects each row once, where the unfused path
         projects all four materialised routes)."""
         batch, pixels, dim = x_pm.shape
+        kernel = self.window_kernel(x_pm)
+        if kernel is not None:  # haar: blockwise, on the channels-last rows themselves
+            coeffs = self.windows_from_pixels(x_pm.view(batch, height, width, dim), kernel)  # (B, L, D)
+            return torch.cat([x_pm, coeffs], dim=1)
         x = x_pm.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, D, H, W), a view
         coeffs = self.to_windows(self.transform(x))  # (B, D, L)
         return torch.cat([x_pm, coeffs.transpose(1, 2)], dim=1)
@@ -262,6 +312,13 @@ class WaveletScan(ScanPattern):
         """(B, D, H*W + L) outputs on :meth:`fused_core_map`'s rows -> (B, D, H, W): the pixel rows plus the
         inverse transform of the coefficient rows."""
         pixels = height * width
+        kernel = self.window_kernel(y)
+        if kernel is not None and y.stride(1) == 1:  # haar on pixel-major rows (the fused kernel's output)
+            batch, dim, _ = y.shape
+            rows = y.transpose(1, 2)  # (B, H*W + L, D), a view
+            merged = rows[:, :pixels].reshape(batch, height, width, dim) + self.pixels_from_windows(
+                rows[:, pixels:], height, width, kernel)
+            return merged.permute(0, 3, 1, 2)  # (B, D, H, W), channels-last
         return self._fold_sources(y[:, :, :pixels], y[:, :, pixels:], height, width)
 
     def extra_repr(self) -> str:
