@@ -152,10 +152,19 @@ class _EagerScan(torch.autograd.Function):
         return _input_grads(ctx, dout, dstates, scan_bwd)
 
 
+def _needs_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
 def _scan(*inputs):
-    """(out, chunk_states) of the forward op: the registered op under ``torch.compile``, else the direct call."""
+    """(out, chunk_states) of the forward op: the registered op under ``torch.compile``, else the direct call
+    (without an autograd node where no gradient is needed: inference pays no Function overhead)."""
     if torch.compiler.is_compiling():
         return _fwd_op(*inputs)
+    if not _needs_grad(inputs):
+        from .triton_scan import scan_fwd
+
+        return scan_fwd(*inputs[:13], route_index=inputs[14])
     return _EagerScan.apply(*inputs)
 
 
@@ -240,5 +249,11 @@ def selective_scan_routes_projected_triton(
         delta = F.linear(dt_in, dt_weight.to(dt_in.dtype)).transpose(1, 2)
         return selective_scan_routes_triton(x, delta, A, B, C, D, delta_bias, route_index, delta_softplus,
                                             deterministic)
+    if not _needs_grad((x, dt_in, dt_weight, A, B, C, D, delta_bias)):
+        from .triton_scan import scan_fwd
+
+        delta = F.linear(dt_in, dt_weight.to(dt_in.dtype)).transpose(1, 2)
+        return scan_fwd(x, delta, A, B, C, D, None, delta_bias, None, delta_softplus, False, False, torch.float32,
+                        route_index)[0]
     return _EagerScanProjectedDelta.apply(x, dt_in, dt_weight, A, B, C, D, delta_bias, route_index,
                                           delta_softplus, deterministic)

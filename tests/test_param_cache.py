@@ -125,3 +125,23 @@ def test_linear_and_conv_under_autocast_inference_equal_autocast_itself():
     assert got_lin.dtype == got_conv.dtype == torch.bfloat16
     torch.testing.assert_close(got_lin, want_lin, rtol=0, atol=0)
     torch.testing.assert_close(got_conv, want_conv, rtol=0, atol=0)
+
+
+def test_ss2d_core_scan_parameters_follow_updates_in_inference():
+    """The unfused core's A = -exp(A_logs), D and delta bias are reused across inference calls (cached_derived),
+    yet an in-place update of any of them changes the next output exactly as a fresh module would."""
+    from vmamba_zoo.layers import SS2D
+
+    torch.manual_seed(0)
+    mixer = SS2D(d_model=4, d_state=2, ssm_ratio=1.0, scan="cross", channel_first=True).eval()
+    mixer.use_fused_kernel = False
+    x = torch.randn(1, 4, 5, 6)
+    with torch.no_grad():
+        mixer(x)  # fills the cache
+        for p in (mixer.A_logs, mixer.Ds, mixer.dt_projs_bias):
+            p.add_(0.3)
+            cached = mixer(x)
+            fresh = SS2D(d_model=4, d_state=2, ssm_ratio=1.0, scan="cross", channel_first=True).eval()
+            fresh.use_fused_kernel = False
+            fresh.load_state_dict(mixer.state_dict())
+            torch.testing.assert_close(cached, fresh(x), rtol=0, atol=0)

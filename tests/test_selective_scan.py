@@ -377,3 +377,22 @@ def test_sequential_forward_is_chosen_for_wide_states_of_pixel_major_maps_only(m
     monkeypatch.setenv("VMAMBA_ZOO_SCAN_SEQ", "1")
     monkeypatch.setenv("VMAMBA_ZOO_SEQ_TILES", "32,8")
     assert pick_sequential_tiles(192, 1) == (32, 8)
+
+
+@needs_triton
+def test_triton_inference_builds_no_autograd_node(monkeypatch):
+    """Without autograd the Triton scan is called directly (no Function node: host time), same values."""
+    from vmamba_zoo_kernels import ops
+
+    x = make_inputs(1, 4, 2, 2, 30, torch.float32)
+    with_grad, last_with_grad = run(selective_scan, x, backend="triton")
+
+    def no_function(*args):
+        raise AssertionError("the autograd Function ran without autograd")
+
+    monkeypatch.setattr(ops._EagerScan, "apply", no_function)
+    with torch.no_grad():
+        without, last_without = run(selective_scan, x, backend="triton")
+    assert with_grad.grad_fn is not None and without.grad_fn is None and last_without.grad_fn is None
+    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(last_without, last_with_grad.detach(), rtol=0, atol=0)

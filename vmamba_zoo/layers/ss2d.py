@@ -44,7 +44,7 @@ from .fused_core import can_fuse, ss2d_core_fused
 from ..scan import ScanPattern, create_scan_pattern
 from .linear import ChannelLinear
 from .norm import LayerNorm, LayerNorm2d
-from .param_cache import cached_cast
+from .param_cache import cached_cast, cached_derived
 
 __all__ = ["SS2D", "dt_bias_init_"]
 
@@ -254,9 +254,9 @@ class SS2D(nn.Module):
 
         u = xs.reshape(batch, k * dim, length)
         delta = dts.reshape(batch, k * dim, length).to(u.dtype)
-        a = -torch.exp(self.A_logs.float())
-        d = self.Ds.float()
-        delta_bias = self.dt_projs_bias.float().reshape(-1)
+        a, d, delta_bias = cached_derived(  # reused across inference calls (host time), rebuilt with autograd on
+            self, "core_scan_params", (self.A_logs, self.Ds, self.dt_projs_bias),
+            lambda: (-torch.exp(self.A_logs.float()), self.Ds.float(), self.dt_projs_bias.float().reshape(-1)))
         bs, cs = bs.contiguous(), cs.contiguous()  # (B, K, N, L): the routes are the scan's groups
         out_dtype = torch.float32 if u.dtype in _HALF_DTYPES else None
 
