@@ -13,6 +13,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from vmamba_zoo_kernels.dispatch import triton_available
 from vmamba_zoo_kernels.routes import check_route_map
 
 from .base import _MAX_CACHED_MAPS, ScanPattern, _check_map, _check_routes, register_scan_pattern
@@ -245,6 +246,13 @@ class WaveletScan(ScanPattern):
         pixels = pixels.reshape(batch, hp // s, wp // s, s, s, dim).permute(0, 1, 3, 2, 4, 5)
         return pixels.reshape(batch, hp, wp, dim)[:, :height, :width]
 
+    def _windows_on_triton(self, rows: torch.Tensor, kernel: torch.Tensor) -> bool:
+        """Whether the fused core's source map / merge of contiguous (B, rows, D) ``rows`` run as one Triton
+        pass each (:mod:`vmamba_zoo_kernels.wavelet_windows`): CUDA, no autograd, two levels."""
+        return (rows.is_cuda and kernel.shape[0] == 16 and rows.is_contiguous()
+                and not (torch.is_grad_enabled() and rows.requires_grad) and not torch.compiler.is_compiling()
+                and triton_available())
+
     # ------------------------------------------------------------- scan/merge
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) -> (B, 4, D, Hp*Wp)."""
@@ -281,6 +289,10 @@ class WaveletScan(ScanPattern):
         projects all four materialised routes)."""
         batch, pixels, dim = x_pm.shape
         kernel = self.window_kernel(x_pm)
+        if kernel is not None and self._windows_on_triton(x_pm, kernel):  # CUDA inference: one pass
+            from vmamba_zoo_kernels.wavelet_windows import haar_source_map_triton
+
+            return haar_source_map_triton(x_pm, kernel, height, width)
         if kernel is not None:  # haar: blockwise, on the channels-last rows themselves
             coeffs = self.windows_from_pixels(x_pm.view(batch, height, width, dim), kernel)  # (B, L, D)
             return torch.cat([x_pm, coeffs], dim=1)
@@ -316,6 +328,10 @@ class WaveletScan(ScanPattern):
         if kernel is not None and y.stride(1) == 1:  # haar on pixel-major rows (the fused kernel's output)
             batch, dim, _ = y.shape
             rows = y.transpose(1, 2)  # (B, H*W + L, D), a view
+            if self._windows_on_triton(rows, kernel):  # CUDA inference: one pass
+                from vmamba_zoo_kernels.wavelet_windows import haar_merge_triton
+
+                return haar_merge_triton(rows, kernel, height, width).permute(0, 3, 1, 2)
             merged = rows[:, :pixels].reshape(batch, height, width, dim) + self.pixels_from_windows(
                 rows[:, pixels:], height, width, kernel)
             return merged.permute(0, 3, 1, 2)  # (B, D, H, W), channels-last
