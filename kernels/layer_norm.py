@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["layer_norm_triton", "supports_triton_layer_norm"]
+__all__ = ["layer_norm_triton", "layer_norm_silu_gate_triton", "supports_triton_layer_norm"]
 
 _MAX_CHANNELS = 4096
 
@@ -233,4 +233,83 @@ def layer_norm_triton(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor
                          f"channels in its last dim, got {x.dtype} {tuple(x.shape)}")
     op = _ln_fwd_op if torch.compiler.is_compiling() else _EagerLayerNorm.apply
     y, _, _ = op(x, weight, bias, float(eps), out_dtype or x.dtype)
+    return y
+
+
+def _gate_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def ln_silu_gate_fwd(x_ptr, w_ptr, b_ptr, z_ptr, y_ptr, M, C, eps, z_row_stride,
+                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+        rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.arange(0, BLOCK_C)
+        mask_c = cols < C
+        mask = (rows < M)[:, None] & mask_c[None, :]
+        offs = rows[:, None] * C + cols[None, :]
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.sum(x, axis=1) / C
+        xc = tl.where(mask, x - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / C + eps)
+        y = xc * rstd[:, None]
+        if HAS_W:
+            y = y * tl.load(w_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        if HAS_B:
+            y = y + tl.load(b_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        z = tl.load(z_ptr + rows[:, None] * z_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(y_ptr + offs, (y * z / (1.0 + tl.exp(-z))).to(y_ptr.dtype.element_ty), mask=mask)
+
+    return ln_silu_gate_fwd
+
+
+_GATE_KERNEL = None
+
+
+def _row_stride(t: Tensor) -> Optional[int]:
+    """The stride between consecutive rows of ``t`` (..., C) seen as (rows, C) with contiguous channels, or
+    None when its rows are not evenly spaced (e.g. a transposed map)."""
+    if t.dim() < 2 or t.stride(-1) != 1:
+        return None
+    for i in range(t.dim() - 2):
+        if t.shape[i] > 1 and t.stride(i) != t.stride(i + 1) * t.shape[i + 1]:
+            return None
+    return t.stride(-2)
+
+
+def layer_norm_silu_gate_triton(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                                z: Tensor, out_dtype: Optional[torch.dtype] = None) -> Tensor:
+    """``layer_norm(x) * silu(z)`` over the last dim in one pass, for inference (no autograd).
+
+    The gated output of a mixer (SS2D with a gate: ``out_norm(y) * act(z)``): the LayerNorm reads ``x``
+    in any float dtype (an fp32 scan output needs no cast pass), SiLU and the product are applied on the
+    way out, in fp32, and the result is written once in ``out_dtype`` (default: x's dtype).
+
+    Args:
+        x: (..., C) contiguous.
+        weight, bias: (C,) or None.
+        eps: the LayerNorm's epsilon.
+        z: x's shape with contiguous channels and evenly spaced rows (e.g. one half of a projection's
+            output split along channels).
+    Returns:
+        (..., C) in ``out_dtype``.
+    """
+    global _GATE_KERNEL
+    z_stride = _row_stride(z)
+    if (not supports_triton_layer_norm(x, (x.shape[-1],)) or z.shape != x.shape or z_stride is None
+            or not x.is_contiguous()):
+        raise ValueError(f"layer_norm_silu_gate_triton: expected a contiguous float x (..., C <= {_MAX_CHANNELS}) "
+                         f"and a z of its shape with contiguous channels and evenly spaced rows; got x "
+                         f"{x.dtype} {tuple(x.shape)}, z {tuple(z.shape)} with strides {z.stride()}")
+    if _GATE_KERNEL is None:
+        _GATE_KERNEL = _gate_kernel()
+    channels = x.shape[-1]
+    rows = x.numel() // channels if channels else 0
+    y = torch.empty(x.shape, device=x.device, dtype=out_dtype or x.dtype)
+    if rows:
+        block_m, block_c, num_warps = _tiles(channels)
+        _GATE_KERNEL[(-(-rows // block_m),)](
+            x, weight if weight is not None else x, bias if bias is not None else x, z, y, rows, channels,
+            float(eps), z_stride, BLOCK_M=block_m, BLOCK_C=block_c, HAS_W=weight is not None,
+            HAS_B=bias is not None, num_warps=num_warps)
     return y

@@ -99,3 +99,26 @@ def test_triton_layer_norm_compiles_fullgraph():
     torch.testing.assert_close(y, F.layer_norm(x, (32,), w, None, 1e-5), rtol=1e-5, atol=1e-5)
     y.sum().backward()
     assert x.grad is not None and w.grad is not None
+
+
+@pytest.mark.parametrize("dtype,out_dtype", [(torch.float32, torch.float32), (torch.float32, torch.bfloat16),
+                                             (torch.bfloat16, torch.bfloat16)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_silu_gate_equals_norm_times_silu(dtype, out_dtype, affine):
+    """One pass of layer_norm(x) * silu(z), z one half of a channel split (evenly spaced, strided rows)."""
+    from vmamba_zoo_kernels.layer_norm import layer_norm_silu_gate_triton
+
+    torch.manual_seed(0)
+    channels = 40
+    x = torch.randn(2, 3, 5, channels, device=DEVICE).to(dtype)
+    z = torch.randn(2, 3, 5, 2 * channels, device=DEVICE).to(dtype)[..., channels:]
+    weight = torch.randn(channels, device=DEVICE) if affine else None
+    bias = torch.randn(channels, device=DEVICE) if affine else None
+    got = layer_norm_silu_gate_triton(x, weight, bias, 1e-5, z, out_dtype=out_dtype)
+    expected = F.layer_norm(x.float(), (channels,), weight, bias, 1e-5) * F.silu(z.float())
+    assert got.dtype == out_dtype
+    tol = dict(rtol=1e-5, atol=1e-5) if out_dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got.float(), expected, **tol)
+    uneven = torch.randn(2, 3, 6, 2 * channels, device=DEVICE).to(dtype)[:, :, :5, channels:]  # x's shape
+    with pytest.raises(ValueError, match="evenly spaced rows"):
+        layer_norm_silu_gate_triton(x, weight, bias, 1e-5, uneven)

@@ -36,6 +36,8 @@ import torch
 from torch import nn
 
 from vmamba_zoo_kernels import selective_scan
+from vmamba_zoo_kernels.dispatch import triton_available
+from vmamba_zoo_kernels.layer_norm import layer_norm_silu_gate_triton
 from vmamba_zoo_kernels.native_cpu import dwconv3x3_native, native_usable
 
 from .conv import conv2d_keep_layout, depthwise3x3_fused, depthwise3x3_fused_applies, is_depthwise3x3
@@ -199,9 +201,12 @@ class SS2D(nn.Module):
                 f"got shape {tuple(x.shape)}")
         x = self.in_proj(x)
         z = None
+        gate_fused = False
         if self.gate:
             x, z = x.chunk(2, dim=channel_axis)
-            z = self.act(z)
+            gate_fused = self._norm_gate_fused_applies(z)
+            if not gate_fused:
+                z = self.act(z)
         if not self.channel_first:
             x = x.permute(0, 3, 1, 2)
         if self._native_conv_act(x):  # CPU inference: depth-wise conv + SiLU in one native pass
@@ -218,11 +223,22 @@ class SS2D(nn.Module):
             y = self.forward_core(x)  # (B, Di, H, W), float32 for 16-bit inputs
         if not self.channel_first:
             y = y.permute(0, 2, 3, 1)
+        if gate_fused:  # CUDA inference: out_norm, SiLU(z) and the product in one Triton pass
+            norm = self.out_norm
+            y = layer_norm_silu_gate_triton(y.contiguous(), norm.weight, norm.bias, norm.eps, z, out_dtype=x.dtype)
+            return self.dropout(self.out_proj(y))
         norm_weight = self.out_norm.weight
         y = self.out_norm(y.to(norm_weight.dtype) if norm_weight is not None else y).to(x.dtype)
         if z is not None:
             y = y * z
         return self.dropout(self.out_proj(y))
+
+    def _norm_gate_fused_applies(self, z: torch.Tensor) -> bool:
+        """Whether ``out_norm(y) * SiLU(z)`` runs as one Triton pass: CUDA inference of a channels-last mixer
+        whose gate is SiLU and whose out_norm is a LayerNorm over the channels."""
+        return (z.is_cuda and not torch.is_grad_enabled() and not self.channel_first and type(self.act) is nn.SiLU
+                and isinstance(self.out_norm, nn.LayerNorm) and len(self.out_norm.normalized_shape) == 1
+                and not torch.compiler.is_compiling() and triton_available())
 
     def _native_conv_act(self, x: torch.Tensor) -> bool:
         """Whether the depth-wise conv and activation can run as one native CPU pass (inference, a 3x3
