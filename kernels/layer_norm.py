@@ -48,8 +48,10 @@ def _kernels():
     import triton.language as tl
 
     @triton.jit
-    def ln_fwd(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, C, eps,
-               BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+    def ln_fwd(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, z_ptr, M, C, eps, z_row_stride,
+               BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+               SILU_GATE: tl.constexpr):
+        # SILU_GATE: y * silu(z) is written and no statistics are kept (inference); else y, mean and rstd
         rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.arange(0, BLOCK_C)
         mask_c = cols < C
@@ -64,9 +66,13 @@ def _kernels():
             y = y * tl.load(w_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
         if HAS_B:
             y = y + tl.load(b_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        if SILU_GATE:
+            z = tl.load(z_ptr + rows[:, None] * z_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            y = y * z / (1.0 + tl.exp(-z))
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
-        tl.store(mean_ptr + rows, mean, mask=rows < M)
-        tl.store(rstd_ptr + rows, rstd, mask=rows < M)
+        if not SILU_GATE:
+            tl.store(mean_ptr + rows, mean, mask=rows < M)
+            tl.store(rstd_ptr + rows, rstd, mask=rows < M)
 
     @triton.jit
     def ln_bwd(dy_ptr, x_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dw_ptr, db_ptr, M, C, blocks_per_program,
@@ -127,9 +133,9 @@ def _ln_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: fl
     if rows:
         block_m, block_c, num_warps = _tiles(channels)
         ln_fwd[(-(-rows // block_m),)](
-            x2, weight if weight is not None else mean, bias if bias is not None else mean, y, mean, rstd,
-            rows, channels, eps, BLOCK_M=block_m, BLOCK_C=block_c, HAS_W=weight is not None,
-            HAS_B=bias is not None, num_warps=num_warps)
+            x2, weight if weight is not None else mean, bias if bias is not None else mean, y, mean, rstd, x2,
+            rows, channels, eps, 0, BLOCK_M=block_m, BLOCK_C=block_c, HAS_W=weight is not None,
+            HAS_B=bias is not None, SILU_GATE=False, num_warps=num_warps)
     return y, mean, rstd
 
 
@@ -236,36 +242,6 @@ def layer_norm_triton(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor
     return y
 
 
-def _gate_kernel():
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def ln_silu_gate_fwd(x_ptr, w_ptr, b_ptr, z_ptr, y_ptr, M, C, eps, z_row_stride,
-                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr):
-        rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = tl.arange(0, BLOCK_C)
-        mask_c = cols < C
-        mask = (rows < M)[:, None] & mask_c[None, :]
-        offs = rows[:, None] * C + cols[None, :]
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        mean = tl.sum(x, axis=1) / C
-        xc = tl.where(mask, x - mean[:, None], 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / C + eps)
-        y = xc * rstd[:, None]
-        if HAS_W:
-            y = y * tl.load(w_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        if HAS_B:
-            y = y + tl.load(b_ptr + cols, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-        z = tl.load(z_ptr + rows[:, None] * z_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        tl.store(y_ptr + offs, (y * z / (1.0 + tl.exp(-z))).to(y_ptr.dtype.element_ty), mask=mask)
-
-    return ln_silu_gate_fwd
-
-
-_GATE_KERNEL = None
-
-
 def _row_stride(t: Tensor) -> Optional[int]:
     """The stride between consecutive rows of ``t`` (..., C) seen as (rows, C) with contiguous channels, or
     None when its rows are not evenly spaced (e.g. a transposed map)."""
@@ -294,22 +270,20 @@ def layer_norm_silu_gate_triton(x: Tensor, weight: Optional[Tensor], bias: Optio
     Returns:
         (..., C) in ``out_dtype``.
     """
-    global _GATE_KERNEL
     z_stride = _row_stride(z)
     if (not supports_triton_layer_norm(x, (x.shape[-1],)) or z.shape != x.shape or z_stride is None
             or not x.is_contiguous()):
         raise ValueError(f"layer_norm_silu_gate_triton: expected a contiguous float x (..., C <= {_MAX_CHANNELS}) "
                          f"and a z of its shape with contiguous channels and evenly spaced rows; got x "
                          f"{x.dtype} {tuple(x.shape)}, z {tuple(z.shape)} with strides {z.stride()}")
-    if _GATE_KERNEL is None:
-        _GATE_KERNEL = _gate_kernel()
+    ln_fwd, _ = _get_kernels()
     channels = x.shape[-1]
     rows = x.numel() // channels if channels else 0
     y = torch.empty(x.shape, device=x.device, dtype=out_dtype or x.dtype)
     if rows:
         block_m, block_c, num_warps = _tiles(channels)
-        _GATE_KERNEL[(-(-rows // block_m),)](
-            x, weight if weight is not None else x, bias if bias is not None else x, z, y, rows, channels,
+        ln_fwd[(-(-rows // block_m),)](
+            x, weight if weight is not None else x, bias if bias is not None else x, y, x, x, z, rows, channels,
             float(eps), z_stride, BLOCK_M=block_m, BLOCK_C=block_c, HAS_W=weight is not None,
-            HAS_B=bias is not None, num_warps=num_warps)
+            HAS_B=bias is not None, SILU_GATE=True, num_warps=num_warps)
     return y

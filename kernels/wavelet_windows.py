@@ -33,24 +33,24 @@ _BLOCK_D = 64
 
 
 @triton.jit
-def _block_rows(pid_w, n_wj, H, W, SIDE: tl.constexpr, S: tl.constexpr):
-    """(pixel row of each of the window's S block positions, whether it lies inside the map)."""
+def _window_tile(H, W, D, n_wj, SIDE: tl.constexpr, S: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's window, channels and batch row: (window, channels d, batch row b, pixel row of each of
+    the window's S block positions, mask of d, mask of (position inside the map, d))."""
+    pid_w = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    b = tl.program_id(2).to(tl.int64)
     k = tl.arange(0, S)
     row = (pid_w // n_wj) * SIDE + k // SIDE
     col = (pid_w % n_wj) * SIDE + k % SIDE
     inside = (row < H) & (col < W)
-    return (row * W + col).to(tl.int64), inside
+    mask_d = d < D
+    return pid_w, d, b, (row * W + col).to(tl.int64), mask_d, inside[:, None] & mask_d[None, :]
 
 
 @triton.jit
 def _haar_source_map_kernel(x_ptr, k_ptr, src_ptr, H, W, D, n_wj, rows,
                             SIDE: tl.constexpr, S: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_w = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    b = tl.program_id(2).to(tl.int64)
-    pix, inside = _block_rows(pid_w, n_wj, H, W, SIDE, S)
-    mask_d = d < D
-    mask = inside[:, None] & mask_d[None, :]
+    pid_w, d, b, pix, mask_d, mask = _window_tile(H, W, D, n_wj, SIDE, S, BLOCK_D)
     block = tl.load(x_ptr + (b * H * W + pix[:, None]) * D + d[None, :], mask=mask, other=0.0)
     src = src_ptr + b * rows * D
     tl.store(src + pix[:, None] * D + d[None, :], block, mask=mask)
@@ -64,12 +64,7 @@ def _haar_source_map_kernel(x_ptr, k_ptr, src_ptr, H, W, D, n_wj, rows,
 @triton.jit
 def _haar_merge_kernel(y_ptr, k_ptr, out_ptr, H, W, D, n_wj, rows,
                        SIDE: tl.constexpr, S: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_w = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    b = tl.program_id(2).to(tl.int64)
-    pix, inside = _block_rows(pid_w, n_wj, H, W, SIDE, S)
-    mask_d = d < D
-    mask = inside[:, None] & mask_d[None, :]
+    pid_w, d, b, pix, mask_d, mask = _window_tile(H, W, D, n_wj, SIDE, S, BLOCK_D)
     k = tl.arange(0, S)
     y = y_ptr + b * rows * D
     window_rows = (H * W + pid_w * S + k).to(tl.int64)
