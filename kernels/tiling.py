@@ -10,7 +10,7 @@ two passes.  The tables come from ``tools/tune_scan.py`` sweeps on an H100.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 __all__ = ["Tiles", "SequentialTiles", "pick_tiles", "pick_sequential_tiles", "num_chunks", "is_pixel_major"]
 
@@ -77,7 +77,7 @@ class SequentialTiles(NamedTuple):
 SEQUENTIAL_MIN_STATES = 8
 
 
-def pick_sequential_tiles(per_group: int, n_state: int, pixel_major: bool = True) -> "SequentialTiles | None":
+def pick_sequential_tiles(per_group: int, n_state: int, pixel_major: bool = True) -> Optional[SequentialTiles]:
     """Tiles of the step-by-step forward, or None where the chunked forward is used.
 
     ``VMAMBA_ZOO_SCAN_SEQ=0`` / ``=1`` turns it off / on for every N and layout (for measurements);
