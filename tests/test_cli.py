@@ -170,6 +170,27 @@ def test_bench_models_tool_cpu_smoke(capsys, tmp_path):
     assert report["settings"]["batch_size"] == 1 and report["environment"]["device"] == "cpu"
 
 
+def test_bench_isolation_default_and_flags(capsys, tmp_path):
+    """Several models on CUDA run in one fresh process each (host-bound models measured late in a shared
+    process come out slower); one model, the CPU, or --in-process stay in this process; --isolate forces it."""
+    from vmamba_zoo.benchmark import isolate_by_default
+
+    assert isolate_by_default(["a", "b"], "cuda") and isolate_by_default(["a"], "cpu", repeats=2)
+    assert not isolate_by_default(["a"], "cuda") and not isolate_by_default(["a", "b"], "cpu")
+    assert not isolate_by_default(["a", "b"], "cuda", isolate=False) and isolate_by_default(["a"], "cpu", isolate=True)
+    out_json = tmp_path / "isolated.json"
+    rc = _load_tool("bench_models").main([TINY, "--device", "cpu", "--batch-size", "1", "--img-size", "32",
+                                          "--warmup", "0", "--iters", "1", "--modes", "infer_fp32", "--isolate",
+                                          "--out", str(out_json), "--no-progress"])
+    out, _ = capsys.readouterr()
+    assert rc == 0 and "one fresh process per model" in out
+    report = json.loads(out_json.read_text())
+    assert report["environment"]["processes"] == 1 and report["results"][0]["img_per_s"] > 0
+    with pytest.raises(SystemExit):
+        _load_tool("bench_models").main([TINY, "--device", "cpu", "--in-process", "--repeats", "2"])
+    assert "drop --in-process" in capsys.readouterr().err
+
+
 def test_bench_models_tool_repeats_in_fresh_processes(capsys, tmp_path):
     out_json = tmp_path / "repeated.json"
     rc = _load_tool("bench_models").main([TINY, "--device", "cpu", "--batch-size", "1", "--img-size", "32",

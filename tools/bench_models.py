@@ -9,6 +9,7 @@ TF32 matmuls are off unless --tf32.  Examples::
     python tools/bench_models.py vmamba_tiny_s1l8 convnext_tiny swin_tiny_patch4_window7_224 \\
         --out benchmarks/h100.json
     # host-bound steps vary between processes: 3 fresh processes per model, interleaved, median reported
+    # (several models on CUDA run in one fresh process each even without --repeats; --in-process: not)
     python tools/bench_models.py vmamba_tiny_s1l8 swin_tiny_patch4_window7_224 --repeats 3
     # CPU smoke test
     python tools/bench_models.py test_vmamba resnet18 --device cpu --batch-size 2 --img-size 64 \\
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from vmamba_zoo.benchmark import MODES, format_table, run_benchmarks, run_benchmarks_repeated
+from vmamba_zoo.benchmark import MODES, format_table, run_benchmarks_auto
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -40,6 +41,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", type=Path, help="JSON output (default: benchmarks/<device>_bs<batch>.json)")
     p.add_argument("--repeats", type=int, default=1,
                    help="N > 1: every model in N fresh processes, interleaved across models; median and samples")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--isolate", action="store_const", const=True, dest="isolate",
+                       help="every model in a fresh process (default with several models on CUDA, or --repeats)")
+    where.add_argument("--in-process", action="store_const", const=False, dest="isolate",
+                       help="every model in this process (later models of a host-bound table can measure slower)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
@@ -55,10 +61,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = dict(device=args.device, batch_size=args.batch_size, img_size=args.img_size, modes=args.modes,
                     warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, tf32=args.tf32,
                     progress=not args.no_progress)
-    if args.repeats > 1:
-        report = run_benchmarks_repeated(args.models, repeats=args.repeats, **settings)
-    else:
-        report = run_benchmarks(args.models, **settings)
+    if args.isolate is False and args.repeats > 1:
+        p.error("--repeats runs every model in fresh processes; drop --in-process")
+    report = run_benchmarks_auto(args.models, repeats=args.repeats, isolate=args.isolate, **settings)
     print(format_table(report))
     out = args.out
     if out is None:

@@ -348,7 +348,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmark import MODES, format_table, run_benchmarks, run_benchmarks_repeated
+    from .benchmark import MODES, format_table, run_benchmarks_auto
 
     names = [check_model_name(n) for n in args.models]
     for n in names:
@@ -364,10 +364,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = dict(device=str(_device(args.device)), batch_size=args.batch_size, img_size=args.img_size, modes=modes,
                     warmup=args.warmup, iters=args.iters, channels_last=args.channels_last, tf32=args.tf32,
                     progress=not args.no_progress)
-    if args.repeats > 1:
-        report = run_benchmarks_repeated(names, repeats=args.repeats, **settings)
-    else:
-        report = run_benchmarks(names, **settings)
+    if args.isolate is False and args.repeats > 1:
+        raise UserError("--repeats runs every model in fresh processes; drop --in-process")
+    report = run_benchmarks_auto(names, repeats=args.repeats, isolate=args.isolate, **settings)
     _out(format_table(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -610,6 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", "--out", dest="json", help="write the results to this JSON file")
     s.add_argument("--repeats", type=int, default=1,
                    help="N > 1: every model in N fresh processes, interleaved across models; median and samples")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--isolate", action="store_const", const=True, dest="isolate",
+                       help="every model in a fresh process (default with several models on CUDA, or --repeats)")
+    where.add_argument("--in-process", action="store_const", const=False, dest="isolate",
+                       help="every model in this process (later models of a host-bound table can measure slower)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_bench)
 
