@@ -132,15 +132,10 @@ def _fwd_route(
     SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr, GATHER: tl.constexpr,
 ):
     """One route (or one row tile) of the forward: all chunks of rows ``offs_d`` of batch row ``b``."""
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = _channel_vector(bias_ptr, offs_d, mask_d, HAS_BIAS)
+    Dv = _channel_vector(D_ptr, offs_d, mask_d, HAS_D)
     st_mask = mask_d[:, None] & mask_n[None, :]
-    if HAS_H0:
-        carry = tl.load(h0_ptr + (b * dim + offs_d64[:, None]) * N + offs_n[None, :], mask=st_mask, other=0.0)
-    else:
-        carry = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+    carry = _state_tile(h0_ptr, b, dim, offs_d64, offs_n, N, st_mask, BLOCK_D, NP, HAS_H0)
 
     for c in range(n_chunks):
         s = c * BLOCK_L + cols
@@ -220,14 +215,9 @@ def _scan_fwd_seq_kernel(
         st_mask = mask_d[:, None] & mask_n[None, :]
         A2 = tl.load(A_ptr + offs_d64[:, None] * N + offs_n[None, :], mask=st_mask, other=0.0).to(tl.float32)
         A2 = A2 * 1.4426950408889634
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        if HAS_D:
-            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        if HAS_H0:
-            h = tl.load(h0_ptr + (b * dim + offs_d64[:, None]) * N + offs_n[None, :], mask=st_mask, other=0.0)
-        else:
-            h = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+        bias = _channel_vector(bias_ptr, offs_d, mask_d, HAS_BIAS)
+        Dv = _channel_vector(D_ptr, offs_d, mask_d, HAS_D)
+        h = _state_tile(h0_ptr, b, dim, offs_d64, offs_n, N, st_mask, BLOCK_D, NP, HAS_H0)
         keep_merged = _keeps_merged(g_loop, COVERS_ALL)
         # step s + 1's inputs are loaded while step s computes (a step's own work is far shorter than a
         # load's latency: H200, bf16 inference, batch 128, 64 x 4-warp tiles: efficient_vmamba_base 4843 -> 5904
@@ -292,6 +282,28 @@ def _seq_step_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, idx_ptr, b, g, s, L,
     else:
         zz = u
     return pos, exists, u, dt, Bs.to(tl.float32), Cs.to(tl.float32), zz
+
+
+@triton.jit
+def _channel_vector(ptr, offs_d, mask_d, PRESENT: tl.constexpr):
+    """(BLOCK_D,) fp32 values of a per-channel parameter (delta bias, D) at channels ``offs_d``; zeros if absent."""
+    if PRESENT:
+        values = tl.load(ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        values = tl.zeros_like(offs_d).to(tl.float32)
+    return values
+
+
+@triton.jit
+def _state_tile(ptr, b, dim, offs_d64, offs_n, N, st_mask, BLOCK_D: tl.constexpr, NP: tl.constexpr,
+                PRESENT: tl.constexpr):
+    """(BLOCK_D, NP) fp32 rows of a (batch, dim, N) state (initial state, final-state gradient) for batch row
+    ``b``; zeros if absent."""
+    if PRESENT:
+        tile = tl.load(ptr + (b * dim + offs_d64[:, None]) * N + offs_n[None, :], mask=st_mask, other=0.0)
+    else:
+        tile = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+    return tile
 
 
 @triton.jit
@@ -408,14 +420,9 @@ def _bwd_route(
 ):
     """One route (or one row tile) of the backward: chunks in reverse order, rows ``offs_d`` of batch row ``b``."""
     st_mask = mask_d[:, None] & mask_n[None, :]
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_DLAST:
-        gcarry = tl.load(dlast_ptr + (b * dim + offs_d64[:, None]) * N + offs_n[None, :], mask=st_mask, other=0.0)
-    else:
-        gcarry = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
+    bias = _channel_vector(bias_ptr, offs_d, mask_d, HAS_BIAS)
+    Dv = _channel_vector(D_ptr, offs_d, mask_d, HAS_D)
+    gcarry = _state_tile(dlast_ptr, b, dim, offs_d64, offs_n, N, st_mask, BLOCK_D, NP, HAS_DLAST)
     ones = tl.full((BLOCK_D, BLOCK_L), 1.0, tl.float32)
     # per-step accumulators, reduced over time once at the end (not once per chunk)
     dA_acc = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
