@@ -136,12 +136,7 @@ class _EagerScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, *inputs):
-        from .triton_scan import scan_fwd
-
-        (u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, return_states, out_dtype,
-         deterministic, route_index) = inputs
-        output = scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse,
-                          return_states, out_dtype, route_index)
+        output = _run_fwd(inputs)
         _setup_context(ctx, inputs, output)
         return output
 
@@ -150,6 +145,16 @@ class _EagerScan(torch.autograd.Function):
         from .triton_scan import scan_bwd
 
         return _input_grads(ctx, dout, dstates, scan_bwd)
+
+
+def _run_fwd(inputs) -> Tuple[Tensor, Tensor]:
+    """The forward kernel on the forward op's inputs: (out, chunk_states)."""
+    from .triton_scan import scan_fwd
+
+    (u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, return_states, out_dtype,
+     deterministic, route_index) = inputs
+    return scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, return_states,
+                    out_dtype, route_index)
 
 
 def _needs_grad(tensors) -> bool:
@@ -162,9 +167,7 @@ def _scan(*inputs):
     if torch.compiler.is_compiling():
         return _fwd_op(*inputs)
     if not _needs_grad(inputs):
-        from .triton_scan import scan_fwd
-
-        return scan_fwd(*inputs[:13], route_index=inputs[14])
+        return _run_fwd(inputs)
     return _EagerScan.apply(*inputs)
 
 
@@ -245,15 +248,10 @@ def selective_scan_routes_projected_triton(
     Returns:
         (batch, D, P) float32, the merged routes' output.
     """
-    if torch.compiler.is_compiling():  # traced through the registered ops (Δ saved, not recomputed)
+    if torch.compiler.is_compiling() or not _needs_grad((x, dt_in, dt_weight, A, B, C, D, delta_bias)):
+        # traced through the registered ops (Δ saved, not recomputed), or inference (nothing saved)
         delta = F.linear(dt_in, dt_weight.to(dt_in.dtype)).transpose(1, 2)
         return selective_scan_routes_triton(x, delta, A, B, C, D, delta_bias, route_index, delta_softplus,
                                             deterministic)
-    if not _needs_grad((x, dt_in, dt_weight, A, B, C, D, delta_bias)):
-        from .triton_scan import scan_fwd
-
-        delta = F.linear(dt_in, dt_weight.to(dt_in.dtype)).transpose(1, 2)
-        return scan_fwd(x, delta, A, B, C, D, None, delta_bias, None, delta_softplus, False, False, torch.float32,
-                        route_index)[0]
     return _EagerScanProjectedDelta.apply(x, dt_in, dt_weight, A, B, C, D, delta_bias, route_index,
                                           delta_softplus, deterministic)

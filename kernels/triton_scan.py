@@ -609,39 +609,24 @@ def scan_fwd(
     else:
         grid = (triton.cdiv(dim, block_d), batch)
         n_routes = 1
+    params = (D.contiguous() if D is not None else dummy, z if z is not None else dummy,
+              delta_bias.contiguous() if delta_bias is not None else dummy,
+              initial_state.float().contiguous() if initial_state is not None else dummy)
+    index_arg = route_index if gather else states
+    sizes = (dim, length, n_state, per_group, n_chunks, n_routes)
+    in_strides = (*_strides(u, 3), *_strides(delta, 3), *_strides(z, 3))
+    bc_strides = (*_strides(B, 4), *_strides(C, 4))
+    flags = dict(BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
+                 HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                 HAS_H0=initial_state is not None, SOFTPLUS=delta_softplus, REVERSE=reverse,
+                 GATHER=gather, COVERS_ALL=covers_all, num_warps=num_warps)
     if sequential is not None:
-        _scan_fwd_seq_kernel[grid](
-            u, delta, A, B, C,
-            D.contiguous() if D is not None else dummy,
-            z if z is not None else dummy,
-            delta_bias.contiguous() if delta_bias is not None else dummy,
-            initial_state.float().contiguous() if initial_state is not None else dummy,
-            out, states, route_index if gather else states,
-            dim, length, n_state, per_group, n_chunks, n_routes,
-            *_strides(u, 3), *_strides(delta, 3), *_strides(z, 3), *_strides(out, 3),
-            *_strides(B, 4), *_strides(C, 4),
-            BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            HAS_H0=initial_state is not None, SOFTPLUS=delta_softplus, REVERSE=reverse,
-            GATHER=gather, COVERS_ALL=covers_all, num_warps=num_warps,
-        )
-        return out, states
-    _scan_fwd_kernel[grid](
-        u, delta, A, B, C,
-        D.contiguous() if D is not None else dummy,
-        z if z is not None else dummy,
-        delta_bias.contiguous() if delta_bias is not None else dummy,
-        initial_state.float().contiguous() if initial_state is not None else dummy,
-        y_arg, states, hs_arg, route_index if gather else states,
-        dim, length, n_state, per_group, n_chunks, n_routes,
-        *_strides(u, 3), *_strides(delta, 3), *_strides(z, 3),
-        *(_strides(out, 3) if not return_states else (0, 0, 0)),
-        *_strides(B, 4), *_strides(C, 4),
-        BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        HAS_H0=initial_state is not None, SOFTPLUS=delta_softplus, REVERSE=reverse,
-        RETURN_STATES=return_states, GATHER=gather, COVERS_ALL=covers_all, num_warps=num_warps,
-    )
+        _scan_fwd_seq_kernel[grid](u, delta, A, B, C, *params, out, states, index_arg, *sizes, *in_strides,
+                                   *_strides(out, 3), *bc_strides, **flags)
+    else:
+        _scan_fwd_kernel[grid](u, delta, A, B, C, *params, y_arg, states, hs_arg, index_arg, *sizes, *in_strides,
+                               *(_strides(out, 3) if not return_states else (0, 0, 0)), *bc_strides,
+                               RETURN_STATES=return_states, **flags)
     return out, states
 
 

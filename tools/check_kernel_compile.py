@@ -184,13 +184,13 @@ def main(argv=None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter's kernels cannot be compiled")
     failures = 0
+    seen = set()  # (kernel, specialisation): each compiled once
     for what, run in _scan_cases() + _other_cases():
         with _Launches() as launches:
             run()
-        seen = set()
         for kernel, arguments, options in launches.records:
-            key = (kernel.fn.__name__, tuple(sorted((k, _arg_type(v) if not p.is_constexpr else repr(v))
-                                                    for p in kernel.params for k, v in [(p.name, arguments[p.name])])))
+            key = (kernel.fn.__name__, tuple(repr(arguments[p.name]) if p.is_constexpr else _arg_type(arguments[p.name])
+                                             for p in kernel.params))
             if key in seen:
                 continue
             seen.add(key)

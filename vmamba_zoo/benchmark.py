@@ -182,6 +182,13 @@ def bench_model(
     return result
 
 
+def _resolve_device(device: str) -> torch.device:
+    """``device``, with "auto" meaning CUDA where available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def run_benchmarks(
     names: Sequence[str],
     *,
@@ -205,7 +212,7 @@ def run_benchmarks(
 
     import vmamba_zoo  # noqa: F401  (registers the zoo's models)
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = _resolve_device(device)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown modes {unknown}; choose from {MODES}")
@@ -285,9 +292,7 @@ def isolate_by_default(names: Sequence[str], device: str, repeats: int = 1,
         return isolate
     if repeats > 1:
         return True
-    resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                            ("cpu" if device == "auto" else device))
-    return len(names) > 1 and resolved.type == "cuda"
+    return len(names) > 1 and _resolve_device(device).type == "cuda"
 
 
 def run_benchmarks_auto(names: Sequence[str], *, repeats: int = 1, isolate: Optional[bool] = None,

@@ -7,7 +7,7 @@ from torch import nn
 
 from vmamba_zoo_kernels.dispatch import triton_available
 
-from .param_cache import autocast_inference_params, cached_derived
+from .param_cache import autocast_dtype, autocast_inference_params, cached_derived
 
 __all__ = ["conv2d_keep_layout", "is_depthwise3x3", "depthwise3x3_fused_applies", "depthwise3x3_fused"]
 
@@ -43,9 +43,7 @@ def depthwise3x3_fused(conv: nn.Conv2d, x: torch.Tensor, silu: bool = False, res
     """
     from vmamba_zoo_kernels.dwconv import dwconv3x3_channels_last_triton
 
-    device_type = x.device.type
-    autocast_on = torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-    conv_dtype = torch.get_autocast_dtype(device_type) if autocast_on else x.dtype
+    conv_dtype = autocast_dtype(x.device.type) or x.dtype
     out_dtype = torch.promote_types(conv_dtype, x.dtype) if residual else conv_dtype
     return dwconv3x3_channels_last_triton(x, conv.weight, conv.bias, silu=silu, residual=residual,
                                           out_dtype=out_dtype)

@@ -33,7 +33,7 @@ from vmamba_zoo_kernels.dispatch import triton_available
 
 from .norm import LayerNorm, use_triton_layer_norm
 from .fused_core import core_weights, diagonal_blocks
-from .param_cache import cached_cast
+from .param_cache import autocast_dtype, cached_cast
 
 __all__ = ["fast_branches_apply", "mixer_branch", "mlp_branch"]
 
@@ -44,9 +44,8 @@ _TensorOpt = Optional[Tensor]
 def _compute_dtype(x: Tensor) -> Optional[torch.dtype]:
     """The dtype the branches compute in: bf16 under bf16 autocast, x's dtype without autocast, None
     (not handled: fp16 autocast keeps PyTorch's fp32 LayerNorm policy) otherwise."""
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
+    dtype = autocast_dtype(x.device.type)
+    if dtype is not None:
         return dtype if dtype == torch.bfloat16 else None
     return x.dtype if x.dtype in (torch.float32, torch.bfloat16) else None
 

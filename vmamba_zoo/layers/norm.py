@@ -15,12 +15,9 @@ from torch import nn
 from vmamba_zoo_kernels.dispatch import triton_available
 from vmamba_zoo_kernels.layer_norm import layer_norm_triton, supports_triton_layer_norm
 
-from .param_cache import cached_cast
+from .param_cache import autocast_dtype, cached_cast
 
 __all__ = ["LayerNorm", "LayerNorm2d", "make_norm", "use_triton_layer_norm"]
-
-
-_AUTOCAST_DEVICES = ("cuda", "cpu", "xpu", "mps")  # (asking autocast about "meta" raises)
 
 
 # Where the Triton LayerNorm wins (H100, VMamba-T at batch 128): many rows of few channels.  PyTorch's kernel
@@ -45,8 +42,9 @@ def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
     autocast, which keeps PyTorch's fp32 policy.
     """
     device_type = x.device.type
-    autocast_on = device_type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type)
-    bf16_autocast = autocast_on and torch.get_autocast_dtype(device_type) == torch.bfloat16
+    cast_to = autocast_dtype(device_type)
+    autocast_on = cast_to is not None
+    bf16_autocast = cast_to == torch.bfloat16
     if bf16_autocast:
         x = x.to(torch.bfloat16)
     if (bf16_autocast or not autocast_on) and use_triton_layer_norm(x, norm):

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple, TypeVar
 import torch
 from torch import nn
 
-__all__ = ["cached_derived", "cached_cast", "autocast_inference_params"]
+__all__ = ["cached_derived", "cached_cast", "autocast_dtype", "autocast_inference_params"]
 
 _T = TypeVar("_T")
 _CACHES: "weakref.WeakKeyDictionary[nn.Module, Dict[Hashable, Tuple[tuple, object]]]" = weakref.WeakKeyDictionary()
@@ -64,7 +64,15 @@ def autocast_inference_params(module: nn.Module, tensors: Sequence[Optional[torc
     cast of its own at every call (about 16 casts per block of a Spatial-Mamba forward).  Otherwise
     (autograd on, no autocast) returned as they are, and autocast casts them as usual.
     """
-    if (torch.is_grad_enabled() or not torch.amp.is_autocast_available(device_type)  # e.g. "meta": asking raises
-            or not torch.is_autocast_enabled(device_type)):
+    dtype = None if torch.is_grad_enabled() else autocast_dtype(device_type)
+    if dtype is None:
         return tuple(tensors)
-    return cached_cast(module, tensors, torch.get_autocast_dtype(device_type))
+    return cached_cast(module, tensors, dtype)
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast casts to on ``device_type``, or None when autocast is off there (or the device
+    type has no autocast, e.g. "meta", where asking would raise)."""
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)

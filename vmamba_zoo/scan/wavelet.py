@@ -8,7 +8,7 @@ clean re-design, not a port: no DiMSUM checkpoint maps onto it.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Hashable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -141,7 +141,7 @@ class WaveletScan(ScanPattern):
         _wavelet_filters(wavelet)  # validate early
         self.wavelet = wavelet
         self.levels = levels
-        self._mats: Dict[Tuple[int, str, torch.dtype], torch.Tensor] = {}
+        self._mats: Dict[Tuple[Hashable, str, torch.dtype], torch.Tensor] = {}
         self._fused_index: Dict[Tuple[int, int, str], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ sizes
@@ -153,16 +153,21 @@ class WaveletScan(ScanPattern):
         hp, wp = self.padded_size(height, width)
         return hp * wp
 
-    def _matrix(self, n: int, like: torch.Tensor) -> torch.Tensor:
-        key = (n, str(like.device), like.dtype)
-        mat = self._mats.get(key)
+    def _cached_matrix(self, key: Hashable, build: Callable[[], torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        """``build()`` (float64) on ``like``'s device and dtype, cached under ``key`` per device and dtype."""
+        full_key = (key, str(like.device), like.dtype)
+        mat = self._mats.get(full_key)
         if mat is None:
             if len(self._mats) >= 32:
                 self._mats.clear()
             with torch.inference_mode(False):  # a normal tensor: usable later with autograd too
-                mat = wavelet_packet_matrix(n, self.wavelet, self.levels).to(device=like.device, dtype=like.dtype)
-            self._mats[key] = mat
+                mat = build().to(device=like.device, dtype=like.dtype)
+            self._mats[full_key] = mat
         return mat
+
+    def _matrix(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """(n, n) packet transform matrix (see :func:`wavelet_packet_matrix`)."""
+        return self._cached_matrix(("packet", n), lambda: wavelet_packet_matrix(n, self.wavelet, self.levels), like)
 
     # ------------------------------------------------------- wavelet windows
     def to_windows(self, coeffs: torch.Tensor) -> torch.Tensor:
@@ -212,16 +217,13 @@ class WaveletScan(ScanPattern):
         """
         if len(_wavelet_filters(self.wavelet)[0]) != 2:
             return None
-        key = (-(2 ** self.levels), str(like.device), like.dtype)  # negative: apart from the (n, n) matrices
-        kernel = self._mats.get(key)
-        if kernel is None:
-            if len(self._mats) >= 32:
-                self._mats.clear()
-            m = wavelet_packet_matrix(2 ** self.levels, self.wavelet, self.levels)
-            with torch.inference_mode(False):
-                kernel = torch.kron(m, m).to(device=like.device, dtype=like.dtype)
-            self._mats[key] = kernel
-        return kernel
+        side = 2 ** self.levels
+
+        def build() -> torch.Tensor:
+            m = wavelet_packet_matrix(side, self.wavelet, self.levels)
+            return torch.kron(m, m)
+
+        return self._cached_matrix(("window", side), build, like)
 
     def windows_from_pixels(self, x_nhwc: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         """(B, H, W, D) map -> (B, Hp*Wp, D) coefficients in window order, blockwise (``kernel`` from
