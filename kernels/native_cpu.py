@@ -272,7 +272,8 @@ def scan_routes_native(
         rank = dt_weight.shape[2]
         feats = _as_f32(delta).reshape(batch, pixels, routes, rank)
         feats = feats.permute(2, 0, 1, 3).reshape(routes, batch * pixels, rank)
-        dt32 = torch.bmm(feats, _as_f32(dt_weight).transpose(1, 2))
+        with torch.autocast("cpu", enabled=False):  # fp32 for the C kernel, also under CPU autocast (bf16)
+            dt32 = torch.bmm(feats, _as_f32(dt_weight).transpose(1, 2))
         dt_strides = (pixels * dim, dim, batch * pixels * dim)
     B32, C32 = _as_f32(B), _as_f32(C)
     A_knd = _f32(_as_f32(A).view(routes, dim, n_state).transpose(1, 2))  # (K, N, D)

@@ -186,6 +186,21 @@ def test_fused_core_on_cpu_matches_forward_core(scan):
     assert not can_fuse(mixer, x)  # grad enabled and the parameters require grad: the differentiable path
 
 
+@pytest.mark.parametrize("scan", ["cross", "wavelet"])
+def test_fused_core_on_cpu_under_bf16_autocast(scan):
+    """Under CPU bf16 autocast the native core still hands the C kernel fp32 data (the per-route dt GEMM is an
+    autocast op: its bf16 output was once read as fp32, giving NaN), and agrees with the unfused core."""
+    torch.manual_seed(0)
+    mixer = SS2D(d_model=8, d_state=1, ssm_ratio=2.0, scan=scan, channel_first=True)
+    x = torch.randn(4, mixer.d_inner, 5, 6)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert can_fuse(mixer, x)
+        fused = ss2d_core_fused(mixer, x)
+        reference = mixer.forward_core(x)
+    assert torch.isfinite(fused).all()
+    torch.testing.assert_close(fused.float(), reference.float(), rtol=5e-2, atol=5e-2)
+
+
 @pytest.mark.parametrize("name", ["test_vmamba", "test_efficient_vmamba", "test_spatial_mamba", "test_wave_vmamba"])
 def test_model_inference_native_equals_chunked(monkeypatch, name):
     """Gather patterns and the wavelet pattern (fused core), state fusion (return_states)."""
