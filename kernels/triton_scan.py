@@ -544,12 +544,16 @@ def _bwd_route(
 
 
 
-def _dense(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """``t`` itself if ``empty_like`` reproduces its strides (dense, non-overlapping), else a contiguous copy,
-    so that a gradient buffer made with ``empty_like`` can be written through the input's strides."""
-    if t is None or torch.empty_like(t, device="meta").stride() == t.stride():
-        return t
-    return t.contiguous()
+def _with_grad_buffer(t: torch.Tensor, make, **kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(t, its gradient buffer ``make(t, **kwargs)``) where the buffer has t's strides, so the kernel writes the
+    gradient through the input's strides; ``make`` is ``torch.empty_like`` / ``torch.zeros_like``, which keep the
+    strides of a dense, non-overlapping tensor.  For any other t (overlapping or gapped strides), a
+    contiguous copy of t and a buffer like it."""
+    buffer = make(t, **kwargs)
+    if buffer.stride() != t.stride():
+        t = t.contiguous()
+        buffer = make(t, **kwargs)
+    return t, buffer
 
 
 def _strides(t: Optional[torch.Tensor], dims: int) -> Tuple[int, ...]:
@@ -662,12 +666,11 @@ def scan_bwd(
     partials = deterministic or (gather and tiles_per_group * n_state <= 32)
     covers_all = covers_all and gather
     f32 = dict(device=u.device, dtype=torch.float32)
-    u, delta, z = _dense(u), _dense(delta), _dense(z)
     # a route need not visit every pixel: unvisited pixels get a zero gradient, unless covers_all
     fill = torch.empty_like if covers_all or not gather else torch.zeros_like
-    du = fill(u, dtype=torch.float32) if gather else torch.empty_like(u)
-    ddelta = fill(delta)
-    dz = torch.empty_like(z) if z is not None else None
+    u, du = _with_grad_buffer(u, fill, dtype=torch.float32) if gather else _with_grad_buffer(u, torch.empty_like)
+    delta, ddelta = _with_grad_buffer(delta, fill)
+    z, dz = _with_grad_buffer(z, torch.empty_like) if z is not None else (None, None)
     # one buffer of per-batch-row partials: [dA (dim*N) | dD (dim) | d(delta_bias) (dim)] per row
     part_stride = dim * n_state + 2 * dim
     parts = torch.empty(batch, part_stride, **f32)

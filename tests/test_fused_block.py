@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vmamba_zoo.layers.fused_block as fused_block
-from vmamba_zoo.layers.fused_block import fast_branches_apply, mixer_branch, mlp_branch
+from vmamba_zoo.layers.fused_block import fast_branches_apply, mixer_branch, mlp_branch, vss_block
 from vmamba_zoo.models.vmamba import VSSBlock
 from vmamba_zoo_kernels.dispatch import triton_available
 
@@ -16,10 +16,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 
 
-def _v2_block(dim=8, conv_bias=False, scan="cross", seed=0):
+def _v2_block(dim=8, conv_bias=False, scan="cross", seed=0, drop_path=0.0):
     torch.manual_seed(seed)
-    block = VSSBlock(dim, ssm_d_state=1, ssm_ratio=2.0, ssm_conv_bias=conv_bias, ssm_gate=False, scan=scan,
-                     mlp_ratio=4.0).to(DEVICE)
+    block = VSSBlock(dim, drop_path=drop_path, ssm_d_state=1, ssm_ratio=2.0, ssm_conv_bias=conv_bias,
+                     ssm_gate=False, scan=scan, mlp_ratio=4.0).to(DEVICE)
     with torch.no_grad():  # non-trivial norms, skip and bias
         for p in block.parameters():
             if p.dim() == 1:
@@ -130,8 +130,8 @@ def test_block_forward_takes_fast_path_and_matches():
         got, got_grads = _grads(block, x, params)
         block.use_fast_branches = False
         ref, ref_grads = _grads(block, x, params)
-    assert {"_MixerBranchBackward", "_MlpBranchBackward"} <= _node_names(got.grad_fn)
-    assert "_MixerBranchBackward" not in _node_names(ref.grad_fn)
+    assert type(got.grad_fn).__name__ == "_FusedBlockBackward"  # the whole block is one node
+    assert "_FusedBlockBackward" not in _node_names(ref.grad_fn)
     torch.testing.assert_close(got.float(), ref.float(), rtol=3e-2, atol=3e-2)
     for g, r in zip(got_grads, ref_grads):
         assert ((g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)) < 3e-2
@@ -161,6 +161,102 @@ def test_branches_under_activation_checkpointing(use_reentrant):
 
     ref_out, ref_grads = grads_by_backward(both)
     got_out, got_grads = grads_by_backward(lambda t: checkpoint(both, t, use_reentrant=use_reentrant))
+    torch.testing.assert_close(got_out, ref_out, rtol=1e-5, atol=1e-6)
+    for g, r in zip(got_grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def _module_block(block, t):
+    """The module path of a VSS block (what VSSBlock.forward runs off the fast path)."""
+    t = t + block.drop_path(block.op(block.norm(t)))
+    return t + block.drop_path(block.mlp(block.norm2(t)))
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("drop_path", [0.0, 0.5])
+def test_whole_block_matches_modules(bf16, drop_path):
+    """vss_block (one node: both branches, the residual adds and timm's drop-path factors) equals the module
+    path: output, input gradient and every parameter's gradient (dtype and shape too).  With drop path the
+    same seed draws the same per-sample factors (some samples dropped, the others scaled by 1/keep)."""
+    block = _v2_block(seed=11, drop_path=drop_path).train()
+    x = torch.randn(4, 5, 6, 8, device=DEVICE, requires_grad=True)
+    params = list(block.parameters())
+    tol = dict(rtol=3e-2, atol=3e-2) if bf16 else dict(rtol=2e-4, atol=2e-5)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=bf16):
+        torch.manual_seed(1)
+        got, got_grads = _grads(lambda t: vss_block(block, t), x, params)
+        torch.manual_seed(1)
+        ref, ref_grads = _grads(lambda t: _module_block(block, t), x, params)
+    assert type(got.grad_fn).__name__ == "_FusedBlockBackward"
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    torch.testing.assert_close(got.float(), ref.float(), **tol)
+    if drop_path:  # the factors changed the output (else this case would test nothing new)
+        with torch.no_grad(), torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=bf16):
+            plain = _module_block(block.eval(), x)  # eval: no drop path
+        block.train()
+        assert (plain.float() - ref.float()).abs().max() > 0.1
+    for g, r, p in zip(got_grads, ref_grads, [x] + params):
+        assert g.dtype == p.dtype and g.shape == p.shape
+        err = (g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)
+        assert err < (3e-2 if bf16 else 1e-4), (tuple(p.shape), float(err))
+
+
+def test_two_forwards_then_one_backward():
+    """Two forwards through one block before a single backward (a shared backbone, e.g. two views): each
+    forward casts the weights into a new buffer, so the first node's saved weights are intact."""
+    block = _v2_block(seed=4).train()
+    x1 = torch.randn(2, 4, 5, 8, device=DEVICE, requires_grad=True)
+    x2 = torch.randn(2, 4, 5, 8, device=DEVICE, requires_grad=True)
+    params = list(block.parameters())
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        got = torch.autograd.grad((vss_block(block, x1).float().sum() + (vss_block(block, x2).float() ** 2).sum()),
+                                  [x1, x2] + params)
+        ref = torch.autograd.grad((_module_block(block, x1).float().sum()
+                                   + (_module_block(block, x2).float() ** 2).sum()), [x1, x2] + params)
+    for g, r in zip(got, ref):
+        assert ((g.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)) < 3e-2
+
+
+def test_cast_group_and_gradient_casts():
+    """One multi-tensor copy casts a group exactly as .to would, into fresh contiguous views; gradients
+    that need it are reshaped and cast to their parameters' dtypes, the others returned as they are."""
+    from vmamba_zoo.layers.fused_block import _cast_group, _grads_as_params
+
+    tensors = [torch.randn(3, 4), torch.randn(5), torch.randn(2, 1, 3, 3)]
+    cast = _cast_group(tensors, torch.bfloat16)
+    for c, t in zip(cast, tensors):
+        assert c.dtype == torch.bfloat16 and c.shape == t.shape and c.is_contiguous()
+        assert torch.equal(c, t.to(torch.bfloat16))
+    assert _cast_group(tensors, torch.bfloat16)[0].data_ptr() != cast[0].data_ptr()  # a new buffer each call
+    params = [torch.zeros(3, 4), None, torch.zeros(2, 6), torch.zeros(5)]
+    fp32_grad = torch.randn(5)
+    grads = [torch.randn(3, 4, dtype=torch.bfloat16), torch.randn(7), torch.randn(12, dtype=torch.bfloat16), fp32_grad]
+    out = _grads_as_params(grads, params)
+    assert out[1] is None and out[3] is fp32_grad
+    assert out[0].dtype == torch.float32 and torch.equal(out[0], grads[0].float())
+    assert out[2].shape == (2, 6) and torch.equal(out[2], grads[2].float().view(2, 6))
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_whole_block_under_activation_checkpointing(use_reentrant):
+    """Checkpointing recomputes the block in the backward, drop-path factors included (the checkpoint
+    restores the RNG state): same gradients as without it."""
+    from torch.utils.checkpoint import checkpoint
+
+    block = _v2_block(seed=6, drop_path=0.5).train()
+    x = torch.randn(4, 4, 5, 8, device=DEVICE, requires_grad=True)
+    params = list(block.parameters())
+
+    def grads_by_backward(fn):
+        for t in [x] + params:
+            t.grad = None
+        torch.manual_seed(3)
+        out = fn(x)
+        (out * torch.linspace(-1, 1, out.numel(), device=out.device).view(out.shape)).sum().backward()
+        return out, [t.grad.clone() for t in [x] + params]
+
+    ref_out, ref_grads = grads_by_backward(lambda t: vss_block(block, t))
+    got_out, got_grads = grads_by_backward(lambda t: checkpoint(vss_block, block, t, use_reentrant=use_reentrant))
     torch.testing.assert_close(got_out, ref_out, rtol=1e-5, atol=1e-6)
     for g, r in zip(got_grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)

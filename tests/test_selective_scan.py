@@ -333,6 +333,29 @@ def test_non_contiguous_inputs():
         torch.testing.assert_close(got.cpu(), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+def test_triton_gradients_of_gapped_and_overlapping_inputs():
+    """u, delta and z as strided views that are not dense (every other channel of a wider tensor) or overlap
+    (a broadcast delta): the backward writes each gradient through its input's strides, so it reads such
+    inputs as contiguous copies; gradients equal those of contiguous inputs."""
+    x = make_inputs(2, 8, 2, 2, 21, torch.float32, device=DEVICE)
+    dense = {k: (v.detach().clone().requires_grad_() if v is not None else None) for k, v in x.items()}
+    wide = {k: torch.stack([v.detach(), torch.full_like(v.detach(), float("nan"))], -1).requires_grad_()
+            for k, v in x.items() if k in ("u", "z")}
+    gapped = dict(x, u=wide["u"][..., 0], z=wide["z"][..., 0])  # stride 2 along time: not dense
+    assert gapped["u"].stride(-1) == 2
+    expected = grads(run(selective_scan, dense, backend="triton"), dense)
+    got = grads(run(selective_scan, gapped, backend="triton"), gapped)
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    row = x["delta"].detach()[:, :1].clone().requires_grad_()
+    broadcast = dict(dense, delta=row.expand(-1, 8, -1))  # stride 0 across the channels: overlapping
+    expected_row = torch.autograd.grad(run(selective_scan, dict(dense, delta=row.expand(-1, 8, -1).contiguous()),
+                                           backend="triton")[0].sum(), row)[0]
+    got_row = torch.autograd.grad(run(selective_scan, broadcast, backend="triton")[0].sum(), row)[0]
+    torch.testing.assert_close(got_row, expected_row, rtol=1e-4, atol=1e-5)
+
+
 # the step-by-step forward (wide states; forced on for every N here): outputs, final state and, through
 # its chunk checkpoints, every gradient of the chunked backward; 16-step chunks, so L spans several
 # (and ends inside one), with h0

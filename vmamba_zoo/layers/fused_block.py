@@ -1,41 +1,47 @@
-"""The two pre-norm branches of a channels-last VMamba-v2 block, each run as one unit (GPU fast path).
+"""A channels-last VMamba-v2 block run as one unit (GPU fast path).
 
-A VSS block computes ``x + mixer(norm(x))`` then ``x + mlp(norm2(x))``.  Run
-module by module, a bf16 training step of VMamba-T records some 35 autograd
+A VSS block computes ``x + DropPath(mixer(norm(x)))`` then ``+ DropPath(mlp(norm2(.)))``.
+Run module by module, a bf16 training step of VMamba-T records some 35 autograd
 nodes per block (every weight cast to bf16 is a node of its own, each with a
 backward that casts its gradient back) and is host-bound on an H100: the CPU
-takes longer to issue the kernels than the GPU takes to run them.  Here each
-branch is one :class:`torch.autograd.Function` whose backward is written out:
+takes longer to issue the kernels than the GPU takes to run them.  Here the
+block is one :class:`torch.autograd.Function` whose backward is written out:
 
 * mixer branch: ``LN -> in_proj -> depth-wise conv -> SiLU -> fused SS2D core
   -> LN -> out_proj`` (see :mod:`vmamba_zoo.layers.fused_core` for the core);
-* MLP branch: ``LN -> fc1 -> GELU -> fc2``.
+* MLP branch: ``LN -> fc1 -> GELU -> fc2``;
+* the residual adds, with timm's per-sample drop-path factors when training.
 
+The block's weights are cast to the compute dtype by one multi-tensor copy, the
+weight gradients of its GEMMs come out of the GEMM in fp32 (CUDA), and the
+remaining gradient casts run together: launches are what the host pays for.
 The arithmetic is the module path's (weights cast to the autocast dtype, LayerNorm
 in that dtype with fp32 statistics, the scan in fp32), so results agree to bf16
 rounding.  The SiLU output, which the module path keeps, is recomputed in the
 backward instead (one elementwise pass over the inner width).  Without autograd
 (inference) the same forward runs with its weight casts cached across calls
-(:func:`~vmamba_zoo.layers.param_cache.cached_derived`).
+(:func:`~vmamba_zoo.layers.param_cache.cached_derived`).  :func:`mixer_branch` and
+:func:`mlp_branch` run one branch alone (without its residual).
 
 The path applies to blocks in the VMamba-v2 configuration on CUDA with Triton
 (see :func:`fast_branches_apply`); everything else runs the modules.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import Tensor, nn
 
 from vmamba_zoo_kernels.dispatch import triton_available
 
 from .norm import LayerNorm, use_triton_layer_norm
-from .fused_core import core_weights, diagonal_blocks
-from .param_cache import autocast_dtype, cached_cast
+from .fused_core import block_diagonal, diagonal_blocks
+from .param_cache import autocast_dtype, cached_derived
 
-__all__ = ["fast_branches_apply", "mixer_branch", "mlp_branch"]
+__all__ = ["fast_branches_apply", "vss_block", "mixer_branch", "mlp_branch"]
 
 _TensorOpt = Optional[Tensor]
 
@@ -75,30 +81,91 @@ def _dropout_inactive(drop: nn.Module, training: bool) -> bool:
     return isinstance(drop, nn.Dropout) and (drop.p == 0 or not training)
 
 
+def _drop_path_supported(drop_path: nn.Module) -> bool:
+    """An identity or timm's ``DropPath`` (whose per-sample factors :func:`_drop_path_scale` draws)."""
+    return isinstance(drop_path, (nn.Identity, DropPath))
+
+
 def fast_branches_apply(block: nn.Module, x: Tensor) -> bool:
-    """Whether ``block`` (a channels-last VSS block) can run :func:`mixer_branch` and :func:`mlp_branch`
-    on ``x`` (B, H, W, C): CUDA, Triton, a contiguous map, bf16 autocast or none, eager mode, and the
-    v2 configuration (no gate, SiLU, depth-wise conv, gather scan pattern, GELU MLP, no dropout)."""
+    """Whether ``block`` (a channels-last VSS block) can run :func:`vss_block` (and :func:`mixer_branch`,
+    :func:`mlp_branch`) on ``x`` (B, H, W, C): CUDA, Triton, a contiguous map, bf16 autocast or none, eager
+    mode, and the v2 configuration (no gate, SiLU, depth-wise conv, gather scan pattern, GELU MLP, no
+    dropout; drop path an identity or timm's ``DropPath``)."""
     return (x.is_cuda and x.dim() == 4 and x.is_contiguous() and not torch.compiler.is_compiling()
             and triton_available() and _compute_dtype(x) is not None and _mixer_supported(block)
-            and (block.mlp is None or _mlp_supported(block)))
+            and (block.mlp is None or _mlp_supported(block)) and _drop_path_supported(block.drop_path))
+
+
+# ----------------------------------------------------------------------------- weights in the compute dtype
+def _cast_group(tensors: Sequence[Tensor], dtype: torch.dtype) -> List[Tensor]:
+    """``tensors`` cast to ``dtype`` together: concatenated into one new flat buffer, cast, and returned as
+    contiguous views of it shaped as ``tensors`` (two launches and three calls into C++, where one ``.to``
+    per tensor costs a launch and some 10-30 us of host time each).  A new buffer every call, so tensors
+    saved for a backward are never overwritten by a later forward."""
+    flat = torch._utils._flatten_dense_tensors(tensors).to(dtype)
+    return list(torch._utils._unflatten_dense_tensors(flat, tensors))
+
+
+def _mixer_cast_params(block: nn.Module) -> List[Tensor]:
+    """The mixer branch's tensors that it multiplies by in the compute dtype (LayerNorm parameters are used
+    cast by PyTorch's LayerNorm kernel only)."""
+    op = block.op
+    return [op.in_proj.weight, op.in_proj.bias, op.conv2d.weight, op.conv2d.bias, op.out_proj.weight,
+            op.out_proj.bias, op.x_proj_weight, op.dt_projs_weight, block.norm.weight, block.norm.bias,
+            op.out_norm.weight, op.out_norm.bias]
+
+
+def _mlp_cast_params(block: nn.Module) -> List[Tensor]:
+    mlp = block.mlp
+    return [mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias, block.norm2.weight, block.norm2.bias]
+
+
+def _branch_weights(block: nn.Module, branches: Tuple[bool, bool], dtype: torch.dtype, cache: bool):
+    """(mixer weights, MLP weights) in ``dtype`` for the branches selected by ``branches`` (None for the
+    other), cast by one :func:`_cast_group`.  Mixer weights: the cast tensors of :func:`_mixer_cast_params`
+    (``None`` entries for absent biases) with ``x_proj`` as a (K*(R+2N), D) matrix, then the block-diagonal
+    dt weight (K*D, K*R) and A = -exp(A_logs) (fp32).  With ``cache`` (inference) they are reused across
+    calls while the parameters are unchanged (:func:`~vmamba_zoo.layers.param_cache.cached_derived`); training
+    passes ``cache=False``: autograd is off inside the autograd Function, so a cache would otherwise hold
+    across training steps, and a benchmark without optimizer steps would skip work real training does."""
+    with_mixer, with_mlp = branches
+    listed = (_mixer_cast_params(block) if with_mixer else []) + (_mlp_cast_params(block) if with_mlp else [])
+
+    def make():
+        present = [t for t in listed if t is not None]
+        cast = iter(_cast_group(present, dtype))
+        flat = [next(cast) if t is not None else None for t in listed]
+        mixer = mlp = None
+        if with_mixer:
+            op = block.op
+            mixer, flat = flat[:12], flat[12:]
+            routes, width_dbl, dim = op.x_proj_weight.shape
+            mixer[6] = mixer[6].reshape(routes * width_dbl, dim)
+            mixer += [block_diagonal(mixer[7]), -torch.exp(op.A_logs.float())]
+        if with_mlp:
+            mlp = flat
+        return mixer, mlp
+
+    if not cache:
+        return make()
+    keyed = listed + ([block.op.A_logs] if with_mixer else [])
+    return cached_derived(block, ("branch_weights", branches, dtype), [t for t in keyed if t is not None], make)
 
 
 # ----------------------------------------------------------------------------- pieces
-def _ln_forward(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype,
-                cache: bool) -> Tuple[Tensor, Tuple[Tensor, ...], bool]:
-    """LayerNorm of ``x`` (..., C) in ``dtype`` with fp32 statistics.
+def _ln_forward(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype, weight: _TensorOpt,
+                bias: _TensorOpt) -> Tuple[Tensor, Tuple[Tensor, ...], bool]:
+    """LayerNorm of ``x`` (..., C) in ``dtype`` with fp32 statistics; ``weight``, ``bias``: the norm's parameters
+    cast to ``dtype`` (PyTorch's kernel needs them so; the Triton kernel reads the fp32 ones as they are).
 
     Returns (y, saved, triton): ``saved`` = (input as normalised (``x`` in ``dtype``), mean, rstd, weight,
-    bias as used) for :func:`_ln_backward`.  The Triton kernel reads the fp32 weights as they are;
-    PyTorch's kernel needs them in ``dtype``."""
+    bias as used) for :func:`_ln_backward`."""
     from vmamba_zoo_kernels.layer_norm import _ln_fwd
 
     x = x.to(dtype)
     if use_triton_layer_norm(x, norm):
         y, mean, rstd = _ln_fwd(x, norm.weight, norm.bias, norm.eps, dtype)
         return y, (x, mean, rstd, norm.weight, norm.bias), True
-    weight, bias = cached_cast(norm, (norm.weight, norm.bias), dtype, cache)
     y, mean, rstd = torch.native_layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
     return y, (x, mean, rstd, weight, bias), False
 
@@ -115,25 +182,46 @@ def _ln_backward(dy: Tensor, saved: Tuple[Tensor, ...], triton: bool) -> Tuple[T
                                                      [True, True, True])
 
 
+def _weight_grad(dout2: Tensor, inp2: Tensor) -> Tensor:
+    """``dout2ᵀ @ inp2``, the weight gradient of a linear layer (dout2 (M, O), inp2 (M, I)): written in fp32
+    by the GEMM itself on CUDA (no separate cast to the fp32 parameter's dtype), else in the inputs' dtype."""
+    if dout2.is_cuda and dout2.dtype in (torch.bfloat16, torch.float16):
+        return torch.mm(dout2.t(), inp2, out_dtype=torch.float32)
+    return dout2.t() @ inp2
+
+
 def _linear_grads(dout: Tensor, inp: Tensor, weight: Tensor, has_bias: bool) -> Tuple[Tensor, Tensor, _TensorOpt]:
     """(d input, d weight, d bias) of ``F.linear(inp, weight, bias)`` over the last axis."""
     dout2 = dout.reshape(-1, dout.shape[-1])
-    d_weight = dout2.t() @ inp.reshape(-1, inp.shape[-1])
+    d_weight = _weight_grad(dout2, inp.reshape(-1, inp.shape[-1]))
     d_bias = dout2.sum(0, dtype=torch.float32) if has_bias else None
     return dout @ weight, d_weight, d_bias
 
 
-def _grad_as(grad: _TensorOpt, param: _TensorOpt) -> _TensorOpt:
-    if grad is None or param is None:
-        return None
-    if grad.dtype != param.dtype:
-        grad = grad.to(param.dtype)
-    return grad if grad.shape == param.shape else grad.reshape(param.shape)
+def _grads_as_params(grads: Sequence[_TensorOpt], params: Sequence[_TensorOpt]) -> List[_TensorOpt]:
+    """``grads`` reshaped to their parameters' shapes and cast to their dtypes; the casts (gradients a kernel
+    wrote in the compute dtype) are done together by one :func:`_cast_group` per parameter dtype."""
+    out: List[_TensorOpt] = []
+    to_cast: Dict[torch.dtype, List[int]] = {}
+    for grad, param in zip(grads, params, strict=True):
+        if grad is None or param is None:
+            out.append(None)
+            continue
+        if grad.shape != param.shape:
+            grad = grad.reshape(param.shape)
+        if grad.dtype != param.dtype:
+            to_cast.setdefault(param.dtype, []).append(len(out))
+        out.append(grad)
+    for dtype, positions in to_cast.items():
+        for position, cast in zip(positions, _cast_group([out[i].contiguous() for i in positions], dtype)):
+            out[position] = cast
+    return out
 
 
 # ----------------------------------------------------------------------------- mixer branch
-def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
-    """Forward of ``op(norm(x))``; returns (out, saved or None).  x: (B, H, W, C)."""
+def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, weights: List[_TensorOpt], save: bool):
+    """Forward of ``op(norm(x))`` with ``weights`` from :func:`_branch_weights`; returns (out, saved or None).
+    x: (B, H, W, C)."""
     from vmamba_zoo_kernels.triton_scan import scan_fwd
 
     op = block.op
@@ -144,13 +232,9 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
     routes, pixels = route_index.shape[0], height * width
     width_dbl = rank + 2 * n_state
     conv = op.conv2d
+    w_in, b_in, w_conv, b_conv, w_out, b_out, wx, _, n_w, n_b, on_w, on_b, wdt, A = weights
 
-    cache = not save
-    h, ln1, tri1 = _ln_forward(x, block.norm, dtype, cache)
-    w_in, b_in, w_conv, b_conv, w_out, b_out = cached_cast(
-        op, (op.in_proj.weight, op.in_proj.bias, conv.weight, conv.bias, op.out_proj.weight, op.out_proj.bias), dtype,
-        cache)
-    wx, wdt, A = core_weights(op, dtype, cache)
+    h, ln1, tri1 = _ln_forward(x, block.norm, dtype, n_w, n_b)
     u = F.linear(h, w_in, b_in).permute(0, 3, 1, 2)  # (B, Di, H, W) in channels-last memory
     c = F.conv2d(u, w_conv, b_conv, conv.stride, conv.padding, conv.dilation, conv.groups)
     a = F.silu(c)
@@ -164,7 +248,7 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
     y, chunk_states = scan_fwd(a_pm.transpose(1, 2), delta, A, bs, cs, ds, None, dt_bias, None, True, False, False,
                                torch.float32, route_index, covers_all)
     y = y.transpose(1, 2).view(batch, height, width, dim)  # fp32, contiguous
-    yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, cache)
+    yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, on_w, on_b)
     out = F.linear(yn, w_out, b_out)
     if not save:
         return out, None
@@ -174,7 +258,8 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
 
 
 def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch.dtype):
-    """(d x, [gradients of :func:`_mixer_params`]) of :func:`_mixer_forward`, in the compute dtype."""
+    """(d x, [gradients of :func:`_mixer_params`]) of :func:`_mixer_forward`, in the compute dtype (weight
+    gradients of the GEMMs in fp32 on CUDA)."""
     from vmamba_zoo_kernels.triton_scan import scan_bwd
 
     op = block.op
@@ -202,9 +287,9 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
     dx_dbl[..., :rank] = (ddelta @ wdt).view(batch, pixels, routes, rank)
     dx_dbl[..., rank:rank + n_state] = dB.permute(0, 3, 1, 2)
     dx_dbl[..., rank + n_state:] = dC.permute(0, 3, 1, 2)
-    d_wdt = ddelta.reshape(-1, ddelta.shape[-1]).t() @ dt_in.reshape(-1, dt_in.shape[-1])
+    d_wdt = _weight_grad(ddelta.reshape(-1, ddelta.shape[-1]), dt_in.reshape(-1, dt_in.shape[-1]))
     dx_dbl2 = dx_dbl.view(-1, routes * width_dbl)
-    d_wx = dx_dbl2.t() @ a_pm.reshape(-1, dim)
+    d_wx = _weight_grad(dx_dbl2, a_pm.reshape(-1, dim))
     d_a = (dx_dbl2 @ wx).view(batch, pixels, dim)
     d_a += du_scan.transpose(1, 2)
     d_a = d_a.view(batch, c.shape[2], c.shape[3], dim).permute(0, 3, 1, 2)  # (B, Di, H, W) like c
@@ -228,11 +313,12 @@ def _mixer_params(block: nn.Module) -> List[_TensorOpt]:
 
 
 # ----------------------------------------------------------------------------- MLP branch
-def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
-    """Forward of ``mlp(norm2(x))``; returns (out, saved or None).  x: (B, H, W, C)."""
+def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, weights: List[_TensorOpt], save: bool):
+    """Forward of ``mlp(norm2(x))`` with ``weights`` from :func:`_branch_weights`; returns (out, saved or None).
+    x: (B, H, W, C)."""
     mlp = block.mlp
-    h, ln, tri = _ln_forward(x, block.norm2, dtype, not save)
-    w1, b1, w2, b2 = cached_cast(mlp, (mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias), dtype, not save)
+    w1, b1, w2, b2, n_w, n_b = weights
+    h, ln, tri = _ln_forward(x, block.norm2, dtype, n_w, n_b)
     g = F.linear(h, w1, b1)
     act = F.gelu(g, approximate=mlp.act.approximate)
     out = F.linear(act, w2, b2)
@@ -242,7 +328,8 @@ def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, save: bool):
 
 
 def _mlp_backward(block: nn.Module, dout: Tensor, tensors, tri: bool, dtype: torch.dtype):
-    """(d x, [gradients of :func:`_mlp_params`]) of :func:`_mlp_forward`, in the compute dtype."""
+    """(d x, [gradients of :func:`_mlp_params`]) of :func:`_mlp_forward`, in the compute dtype (weight
+    gradients of the GEMMs in fp32 on CUDA)."""
     mlp = block.mlp
     ln, (h, g, act, w1, w2) = tensors[:5], tensors[5:]
     approximate = mlp.act.approximate
@@ -259,59 +346,120 @@ def _mlp_params(block: nn.Module) -> List[_TensorOpt]:
     return [block.norm2.weight, block.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias]
 
 
-# ----------------------------------------------------------------------------- the autograd nodes
-class _Branch(torch.autograd.Function):
-    """A branch as one autograd node: ``run(block, x, dtype, save)`` is its forward, ``grads(block, dout,
-    saved tensors, flags, dtype)`` its backward, returning (d x, [gradients of ``params(block)``]), which
-    are returned here in their parameters' dtypes and shapes."""
+# ----------------------------------------------------------------------------- the autograd node
+# What one node computes: which branches, and whether each adds onto its input (the block's residuals)
+# or returns the branch output alone.
+_Plan = Tuple[bool, bool, bool]  # (mixer, mlp, residual)
+_BLOCK: _Plan = (True, True, True)
+_MIXER_ONLY: _Plan = (True, False, False)
+_MLP_ONLY: _Plan = (False, True, False)
 
-    run = grads = params = None  # set by the subclasses
 
-    @classmethod
-    def forward(cls, ctx, block, dtype, x, *params):
-        out, (tensors, flags) = cls.run(block, x, dtype, save=True)
-        ctx.save_for_backward(*tensors)
-        ctx.block, ctx.dtype, ctx.flags, ctx.x_dtype = block, dtype, flags, x.dtype
+def _plan_params(block: nn.Module, plan: _Plan) -> List[_TensorOpt]:
+    return (_mixer_params(block) if plan[0] else []) + (_mlp_params(block) if plan[1] else [])
+
+
+def _residual(x: Tensor, branch_out: Tensor, scale: _TensorOpt) -> Tensor:
+    """``x + branch_out * scale`` (``scale``: the per-sample drop-path factors (B, 1, 1, 1), or None)."""
+    return x + (branch_out * scale if scale is not None else branch_out)
+
+
+def _run(block: nn.Module, plan: _Plan, x: Tensor, dtype: torch.dtype, scales: Tuple[_TensorOpt, _TensorOpt],
+         save: bool):
+    """The forward of ``plan`` on ``x``: returns (out, saved tensors, per-branch flags), the last two None
+    without ``save``."""
+    with_mixer, with_mlp, residual = plan
+    mixer_w, mlp_w = _branch_weights(block, plan[:2], dtype, cache=not save)
+    tensors: Tuple[Tensor, ...] = ()
+    flags = []
+    h = x
+    for runs, forward, weights, scale in ((with_mixer, _mixer_forward, mixer_w, scales[0]),
+                                          (with_mlp, _mlp_forward, mlp_w, scales[1])):
+        if not runs:
+            continue
+        out, saved = forward(block, h, dtype, weights, save)
+        h = _residual(h, out, scale) if residual else out
+        if save:
+            tensors += saved[0]
+            flags.append((len(saved[0]), saved[1]))
+    return h, (tensors if save else None), (flags if save else None)
+
+
+class _FusedBlock(torch.autograd.Function):
+    """A VSS block (or one of its branches, see ``_Plan``) as one autograd node, its backward written out.
+
+    One node instead of ~35 per block, the block's weights cast to the compute dtype by one multi-tensor
+    copy, weight gradients of the GEMMs written in fp32 and the remaining gradient casts done together:
+    host time, which bounds a bf16 training step of VMamba-T on an H100, not GPU time."""
+
+    @staticmethod
+    def forward(ctx, block, plan, dtype, scale_mixer, scale_mlp, x, *params):
+        out, tensors, flags = _run(block, plan, x, dtype, (scale_mixer, scale_mlp), save=True)
+        ctx.save_for_backward(*tensors, scale_mixer, scale_mlp)
+        ctx.block, ctx.plan, ctx.dtype, ctx.flags, ctx.x_dtype = block, plan, dtype, flags, x.dtype
         return out
 
-    @classmethod
-    def backward(cls, ctx, dout):
+    @staticmethod
+    def backward(ctx, dout):
+        block, (with_mixer, with_mlp, residual), dtype = ctx.block, ctx.plan, ctx.dtype
+        *tensors, scale_mixer, scale_mlp = ctx.saved_tensors
+        steps = []  # (backward, saved tensors, flags, scale) in forward order
+        start = 0
+        for (count, flag), (backward, scale) in zip(ctx.flags, [b for runs, b in (
+                (with_mixer, (_mixer_backward, scale_mixer)), (with_mlp, (_mlp_backward, scale_mlp))) if runs]):
+            steps.append((backward, tensors[start:start + count], flag, scale))
+            start += count
+        grads: List[_TensorOpt] = []
         with torch.autocast(dout.device.type, enabled=False):
-            dx, grads = cls.grads(ctx.block, dout, ctx.saved_tensors, ctx.flags, ctx.dtype)
-        params = cls.params(ctx.block)
-        return (None, None, dx.to(ctx.x_dtype)) + tuple(_grad_as(g, p) for g, p in zip(grads, params, strict=True))
-
-    @classmethod
-    def call(cls, block: nn.Module, x: Tensor) -> Tensor:
-        dtype = _compute_dtype(x)
-        if dtype is None:
-            raise ValueError(f"{cls.__name__}: needs bf16 autocast, no autocast, or a bf16/fp32 input, "
-                             f"got {x.dtype} input")
-        with torch.autocast(x.device.type, enabled=False):  # the dtypes are explicit inside
-            if torch.is_grad_enabled():
-                return cls.apply(block, dtype, x, *cls.params(block))
-            return cls.run(block, x, dtype, save=False)[0]
+            for backward, saved, flag, scale in reversed(steps):
+                d_branch = dout * scale if scale is not None else dout
+                d_in, branch_grads = backward(block, d_branch, saved, flag, dtype)
+                dout = dout + d_in if residual else d_in
+                grads = branch_grads + grads
+        return (None, None, None, None, None, dout.to(ctx.x_dtype)) + tuple(
+            _grads_as_params(grads, _plan_params(block, ctx.plan)))
 
 
-class _MixerBranch(_Branch):
-    """``block.op(block.norm(x))`` (see the module docstring)."""
+def _drop_path_scale(drop_path: nn.Module, like: Tensor) -> _TensorOpt:
+    """Per-sample factors of an active timm ``DropPath`` (training, rate > 0), drawn as ``timm.layers.drop_path``
+    draws them for a branch output like ``like`` (B, H, W, C); None for an identity."""
+    if isinstance(drop_path, nn.Identity) or not drop_path.training or drop_path.drop_prob == 0:
+        return None
+    keep = 1 - drop_path.drop_prob
+    scale = like.new_empty((like.shape[0],) + (1,) * (like.dim() - 1)).bernoulli_(keep)
+    if keep > 0 and drop_path.scale_by_keep:
+        scale.div_(keep)
+    return scale
 
-    run, grads, params = staticmethod(_mixer_forward), staticmethod(_mixer_backward), staticmethod(_mixer_params)
+
+def _apply(block: nn.Module, plan: _Plan, x: Tensor) -> Tensor:
+    dtype = _compute_dtype(x)
+    if dtype is None:
+        raise ValueError(f"fused VSS block: needs bf16 autocast, no autocast, or a bf16/fp32 input, "
+                         f"got {x.dtype} input")
+    scales: Tuple[_TensorOpt, _TensorOpt] = (None, None)
+    if plan[2]:
+        like = x.new_empty((x.shape[0], 1, 1, 1), dtype=dtype)
+        scales = (_drop_path_scale(block.drop_path, like) if plan[0] else None,
+                  _drop_path_scale(block.drop_path, like) if plan[1] else None)
+    with torch.autocast(x.device.type, enabled=False):  # the dtypes are explicit inside
+        if torch.is_grad_enabled():
+            return _FusedBlock.apply(block, plan, dtype, *scales, x, *_plan_params(block, plan))
+        return _run(block, plan, x, dtype, scales, save=False)[0]
 
 
-class _MlpBranch(_Branch):
-    """``block.mlp(block.norm2(x))`` (see the module docstring)."""
-
-    run, grads, params = staticmethod(_mlp_forward), staticmethod(_mlp_backward), staticmethod(_mlp_params)
+def vss_block(block: nn.Module, x: Tensor) -> Tensor:
+    """The whole VSS block on x (B, H, W, C): ``x + DropPath(op(norm(x)))`` then ``+ DropPath(mlp(norm2(.)))``,
+    one autograd node while autograd records, the module path's arithmetic otherwise.  The caller checks
+    :func:`fast_branches_apply` (or runs Triton's interpreter on CPU tensors, as the tests do)."""
+    return _apply(block, _BLOCK if block.mlp is not None else (True, False, True), x)
 
 
 def mixer_branch(block: nn.Module, x: Tensor) -> Tensor:
-    """``block.op(block.norm(x))`` for x (B, H, W, C): one autograd node while autograd records, the
-    module path's arithmetic otherwise.  The caller checks :func:`fast_branches_apply` (or runs Triton's
-    interpreter on CPU tensors, as the tests do)."""
-    return _MixerBranch.call(block, x)
+    """``block.op(block.norm(x))`` alone for x (B, H, W, C); see :func:`vss_block`."""
+    return _apply(block, _MIXER_ONLY, x)
 
 
 def mlp_branch(block: nn.Module, x: Tensor) -> Tensor:
-    """``block.mlp(block.norm2(x))`` for x (B, H, W, C); see :func:`mixer_branch`."""
-    return _MlpBranch.call(block, x)
+    """``block.mlp(block.norm2(x))`` alone for x (B, H, W, C); see :func:`vss_block`."""
+    return _apply(block, _MLP_ONLY, x)

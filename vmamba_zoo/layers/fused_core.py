@@ -17,6 +17,8 @@ backward recomputes it from the K*R-wide ``dt_rank`` features with one GEMM.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +30,7 @@ from vmamba_zoo_kernels.ops import selective_scan_routes_projected_triton
 
 from .param_cache import cached_derived
 
-__all__ = ["ss2d_core_fused", "can_fuse", "core_weights", "diagonal_blocks"]
+__all__ = ["ss2d_core_fused", "can_fuse", "core_weights", "block_diagonal", "diagonal_blocks"]
 
 
 def diagonal_blocks(matrix: torch.Tensor, blocks: int) -> torch.Tensor:
@@ -37,31 +39,28 @@ def diagonal_blocks(matrix: torch.Tensor, blocks: int) -> torch.Tensor:
     return torch.diagonal(matrix.view(blocks, rows, blocks, cols), dim1=0, dim2=2).permute(2, 0, 1)
 
 
-def _block_diagonal(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(K, D, R) -> (K*D, K*R) block-diagonal matrix in ``dtype`` (two kernels, unlike ``torch.block_diag``)."""
+def block_diagonal(weight: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """(K, D, R) -> (K*D, K*R) block-diagonal matrix in ``dtype`` (default: weight's), in two kernels (unlike
+    ``torch.block_diag``)."""
     routes, dim, rank = weight.shape
-    out = weight.new_zeros(routes * dim, routes * rank, dtype=dtype)
+    out = weight.new_zeros(routes * dim, routes * rank, dtype=dtype or weight.dtype)
     diagonal_blocks(out, routes).copy_(weight)
     return out
 
 
-def core_weights(mixer: nn.Module, dtype: torch.dtype, cache: bool = True):
+def core_weights(mixer: nn.Module, dtype: torch.dtype):
     """(x_proj weight (K*(R+2N), D) in ``dtype``, block-diagonal dt weight (K*D, K*R) in ``dtype``,
     A = -exp(A_logs) fp32) of an SS2D-style mixer: what the pixel-major core multiplies by.
 
-    With ``cache`` they are reused across inference calls while the parameters are unchanged
-    (:func:`~vmamba_zoo.layers.param_cache.cached_derived`); training calls pass ``cache=False``: inside an
-    autograd Function autograd is off, so the cache would otherwise hold across training steps too, and a
-    benchmark without optimizer steps would skip work that real training does every step."""
+    Reused across inference calls while the parameters are unchanged
+    (:func:`~vmamba_zoo.layers.param_cache.cached_derived`; recomputed while autograd is on)."""
     routes, width_dbl, dim = mixer.x_proj_weight.shape
 
     def make():
         return (mixer.x_proj_weight.reshape(routes * width_dbl, dim).to(dtype),
-                _block_diagonal(mixer.dt_projs_weight, dtype),
+                block_diagonal(mixer.dt_projs_weight, dtype),
                 -torch.exp(mixer.A_logs.float()))
 
-    if not cache:
-        return make()
     return cached_derived(mixer, ("core_weights", dtype), [mixer.x_proj_weight, mixer.dt_projs_weight,
                                                             mixer.A_logs], make)
 

@@ -38,7 +38,7 @@ from timm.models._features import feature_take_indices
 
 from ..layers import SS2D, ChannelLinear, LayerNorm, LayerNorm2d, make_norm
 from ..layers.conv import conv2d_keep_layout
-from ..layers.fused_block import fast_branches_apply, mixer_branch, mlp_branch
+from ..layers.fused_block import fast_branches_apply, vss_block
 from ._zoo import ModelFamily, create_zoo_model, register_family, stage_dims
 
 __all__ = ["VSSM", "VSSBlock", "VSSStage", "checkpoint_filter_fn"]
@@ -208,11 +208,8 @@ class VSSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_fast_branches and fast_branches_apply(self, x):
-            # each branch as one unit (one autograd node when training): same arithmetic, less host time
-            x = x + self.drop_path(mixer_branch(self, x))
-            if self.mlp is not None:
-                x = x + self.drop_path(mlp_branch(self, x))
-            return x
+            # the block as one unit (one autograd node when training): same arithmetic, less host time
+            return vss_block(self, x)
         x = x + self.drop_path(self.op(self.norm(x)))
         if self.mlp is not None:
             x = x + self.drop_path(self.mlp(self.norm2(x)))
