@@ -92,7 +92,7 @@ def _scan_fwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr, GATHER: tl.constexpr,
-    COVERS_ALL: tl.constexpr,
+    COVERS_ALL: tl.constexpr, A_LOG: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -113,7 +113,7 @@ def _scan_fwd_kernel(
             dim, L, N, n_chunks,
             s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_ob, s_od, s_op,
             s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
-            BLOCK_D, BLOCK_L, NP, HAS_D, HAS_Z, HAS_BIAS, HAS_H0, SOFTPLUS, REVERSE, RETURN_STATES, GATHER,
+            BLOCK_D, BLOCK_L, NP, HAS_D, HAS_Z, HAS_BIAS, HAS_H0, SOFTPLUS, REVERSE, RETURN_STATES, GATHER, A_LOG,
         )
         if GATHER:
             tl.debug_barrier()  # the next route reads back what this one added to the merged output
@@ -130,6 +130,7 @@ def _fwd_route(
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr, GATHER: tl.constexpr,
+    A_LOG: tl.constexpr,
 ):
     """One route (or one row tile) of the forward: all chunks of rows ``offs_d`` of batch row ``b``."""
     bias = _channel_vector(bias_ptr, offs_d, mask_d, HAS_BIAS)
@@ -155,7 +156,7 @@ def _fwd_route(
         else:
             y = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         for n in range(N):
-            A_n = tl.load(A_ptr + offs_d64 * N + n, mask=mask_d, other=0.0).to(tl.float32) * 1.4426950408889634
+            A_n = _load_A(A_ptr, offs_d64 * N + n, mask_d, A_LOG) * 1.4426950408889634
             B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos * s_Bp, mask=mask_p, other=0.0).to(tl.float32)
             a = tl.exp2(dt * A_n[:, None])
             bx = dtu * B_n[None, :]
@@ -196,6 +197,7 @@ def _scan_fwd_seq_kernel(
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, GATHER: tl.constexpr, COVERS_ALL: tl.constexpr,
+    A_LOG: tl.constexpr,
 ):
     """The forward walking the sequence one step at a time with the whole (BLOCK_D, N) state in registers.
 
@@ -213,8 +215,7 @@ def _scan_fwd_seq_kernel(
         g, offs_d, mask_d, u_rows = _route_rows(pid_d, g_loop, c_offs, dim, per_group, BLOCK_D, GATHER)
         offs_d64 = offs_d.to(tl.int64)
         st_mask = mask_d[:, None] & mask_n[None, :]
-        A2 = tl.load(A_ptr + offs_d64[:, None] * N + offs_n[None, :], mask=st_mask, other=0.0).to(tl.float32)
-        A2 = A2 * 1.4426950408889634
+        A2 = _load_A(A_ptr, offs_d64[:, None] * N + offs_n[None, :], st_mask, A_LOG) * 1.4426950408889634
         bias = _channel_vector(bias_ptr, offs_d, mask_d, HAS_BIAS)
         Dv = _channel_vector(D_ptr, offs_d, mask_d, HAS_D)
         h = _state_tile(h0_ptr, b, dim, offs_d64, offs_n, N, st_mask, BLOCK_D, NP, HAS_H0)
@@ -282,6 +283,16 @@ def _seq_step_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, idx_ptr, b, g, s, L,
     else:
         zz = u
     return pos, exists, u, dt, Bs.to(tl.float32), Cs.to(tl.float32), zz
+
+
+@triton.jit
+def _load_A(A_ptr, offsets, mask, A_LOG: tl.constexpr):
+    """A (negative, fp32) at ``offsets``: A_ptr holds A itself, or with ``A_LOG`` log(-A) (Mamba's ``A_log``
+    parameter), whose -exp is then taken here rather than by a separate pass."""
+    values = tl.load(A_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if A_LOG:
+        values = -tl.exp(values)
+    return values
 
 
 @triton.jit
@@ -369,7 +380,7 @@ def _scan_bwd_kernel(
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
-    PARTIALS: tl.constexpr, GATHER: tl.constexpr, COVERS_ALL: tl.constexpr,
+    PARTIALS: tl.constexpr, GATHER: tl.constexpr, COVERS_ALL: tl.constexpr, A_LOG: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -398,7 +409,7 @@ def _scan_bwd_kernel(
             s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
             s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
             BLOCK_D, BLOCK_L, NP, HAS_D, HAS_Z, HAS_BIAS, HAS_H0, HAS_DLAST, SOFTPLUS, REVERSE, RETURN_STATES,
-            PARTIALS, GATHER,
+            PARTIALS, GATHER, A_LOG,
         )
         if GATHER:
             tl.debug_barrier()  # the next route reads back what this one added to du
@@ -416,7 +427,7 @@ def _bwd_route(
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
-    PARTIALS: tl.constexpr, GATHER: tl.constexpr,
+    PARTIALS: tl.constexpr, GATHER: tl.constexpr, A_LOG: tl.constexpr,
 ):
     """One route (or one row tile) of the backward: chunks in reverse order, rows ``offs_d`` of batch row ``b``."""
     st_mask = mask_d[:, None] & mask_n[None, :]
@@ -465,7 +476,7 @@ def _bwd_route(
             du = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         ddt = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         for n in range(N):
-            A_nat = tl.load(A_ptr + offs_d64 * N + n, mask=mask_d, other=0.0).to(tl.float32)
+            A_nat = _load_A(A_ptr, offs_d64 * N + n, mask_d, A_LOG)
             B_n = tl.load(B_ptr + b * s_Bb + g * s_Bg + n * s_Bn + pos * s_Bp, mask=mask_p, other=0.0).to(tl.float32)
             a = tl.exp2(dt * (A_nat * 1.4426950408889634)[:, None])
             bx = dtu * B_n[None, :]
@@ -533,6 +544,8 @@ def _bwd_route(
     # per-batch-row partials of dA (dim, N), dD (dim,) and d(delta_bias) (dim,), one row of part_stride
     # values per batch row, summed over the batch afterwards
     part = b * part_stride + offs_d64
+    if A_LOG:  # the gradient of log(-A): dA * A
+        dA_acc = dA_acc * _load_A(A_ptr, offs_d64[:, None] * N + offs_n[None, :], st_mask, A_LOG)
     tl.store(dA_ptr + b * part_stride + offs_d64[:, None] * N + offs_n[None, :], dA_acc, mask=st_mask)
     if HAS_H0:
         tl.store(dh0_ptr + (b * dim + offs_d64[:, None]) * N + offs_n[None, :], gcarry, mask=st_mask)
@@ -566,6 +579,7 @@ def scan_fwd(
     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
     initial_state: Optional[torch.Tensor], delta_softplus: bool, reverse: bool, return_states: bool,
     out_dtype: torch.dtype, route_index: Optional[torch.Tensor] = None, covers_all: bool = False,
+    a_is_log: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Run the forward kernel.  B, C must be (batch, G, N, L).
 
@@ -576,6 +590,8 @@ def scan_fwd(
     (batch, dim // G, P) fp32 sum of all routes' outputs.  ``covers_all`` promises
     that every route visits every pixel (no padding, L = P): the first route then
     writes the merged map instead of adding onto a zero-filled one.
+
+    ``a_is_log``: A holds log(-A) (Mamba's ``A_log`` parameter); the kernel takes -exp of it.
 
     Returns (out, chunk_states): out is y (batch, dim, L) in ``out_dtype`` or,
     with ``return_states``, h (batch, dim, N, L); chunk_states (batch, dim,
@@ -623,7 +639,7 @@ def scan_fwd(
     flags = dict(BLOCK_D=block_d, BLOCK_L=block_l, NP=triton.next_power_of_2(n_state),
                  HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                  HAS_H0=initial_state is not None, SOFTPLUS=delta_softplus, REVERSE=reverse,
-                 GATHER=gather, COVERS_ALL=covers_all, num_warps=num_warps)
+                 GATHER=gather, COVERS_ALL=covers_all, A_LOG=a_is_log, num_warps=num_warps)
     if sequential is not None:
         _scan_fwd_seq_kernel[grid](u, delta, A, B, C, *params, out, states, index_arg, *sizes, *in_strides,
                                    *_strides(out, 3), *bc_strides, **flags)
@@ -640,10 +656,12 @@ def scan_bwd(
     initial_state: Optional[torch.Tensor], chunk_states: torch.Tensor, dout: torch.Tensor,
     dlast: Optional[torch.Tensor], delta_softplus: bool, reverse: bool, return_states: bool,
     deterministic: bool, route_index: Optional[torch.Tensor] = None, covers_all: bool = False,
+    a_is_log: bool = False,
 ):
     """Run the backward kernel.  Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state);
     entries for absent inputs are None.  dB, dC come back in fp32 shaped (batch, G, N, L).  ``covers_all``:
-    as in :func:`scan_fwd` (every route visits every pixel, so no gradient buffer needs a zero fill)."""
+    as in :func:`scan_fwd` (every route visits every pixel, so no gradient buffer needs a zero fill).
+    ``a_is_log``: A holds log(-A) (as in :func:`scan_fwd`), and dA is the gradient of that log."""
     # every gradient takes its input's layout (du: u's, ddelta: delta's, dz: z's)
     if return_states:
         dout = dout.contiguous()
@@ -706,7 +724,7 @@ def scan_bwd(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_H0=initial_state is not None, HAS_DLAST=dlast is not None,
         SOFTPLUS=delta_softplus, REVERSE=reverse, RETURN_STATES=return_states,
-        PARTIALS=partials, GATHER=gather, COVERS_ALL=covers_all, num_warps=num_warps,
+        PARTIALS=partials, GATHER=gather, COVERS_ALL=covers_all, A_LOG=a_is_log, num_warps=num_warps,
     )
     if partials:
         dBC = dBC.sum(3)

@@ -16,9 +16,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 
 
-def _v2_block(dim=8, conv_bias=False, scan="cross", seed=0, drop_path=0.0):
+def _v2_block(dim=8, conv_bias=False, scan="cross", seed=0, drop_path=0.0, d_state=1):
     torch.manual_seed(seed)
-    block = VSSBlock(dim, drop_path=drop_path, ssm_d_state=1, ssm_ratio=2.0, ssm_conv_bias=conv_bias,
+    block = VSSBlock(dim, drop_path=drop_path, ssm_d_state=d_state, ssm_ratio=2.0, ssm_conv_bias=conv_bias,
                      ssm_gate=False, scan=scan, mlp_ratio=4.0).to(DEVICE)
     with torch.no_grad():  # non-trivial norms, skip and bias
         for p in block.parameters():
@@ -172,13 +172,14 @@ def _module_block(block, t):
     return t + block.drop_path(block.mlp(block.norm2(t)))
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-@pytest.mark.parametrize("drop_path", [0.0, 0.5])
-def test_whole_block_matches_modules(bf16, drop_path):
+@pytest.mark.parametrize("bf16,drop_path,d_state", [(False, 0.0, 1), (True, 0.0, 1), (False, 0.5, 1), (True, 0.5, 1),
+                                                     (False, 0.0, 8)])
+def test_whole_block_matches_modules(bf16, drop_path, d_state):
     """vss_block (one node: both branches, the residual adds and timm's drop-path factors) equals the module
     path: output, input gradient and every parameter's gradient (dtype and shape too).  With drop path the
-    same seed draws the same per-sample factors (some samples dropped, the others scaled by 1/keep)."""
-    block = _v2_block(seed=11, drop_path=drop_path).train()
+    same seed draws the same per-sample factors (some samples dropped, the others scaled by 1/keep).  N = 8
+    takes the step-by-step forward kernel (A read as A_logs there too)."""
+    block = _v2_block(seed=11, drop_path=drop_path, d_state=d_state).train()
     x = torch.randn(4, 5, 6, 8, device=DEVICE, requires_grad=True)
     params = list(block.parameters())
     tol = dict(rtol=3e-2, atol=3e-2) if bf16 else dict(rtol=2e-4, atol=2e-5)

@@ -108,8 +108,8 @@ def _scan_cases() -> List[Tuple[str, Callable[[], None]]]:
                      out_dtype=torch.float32)
         return run
 
-    def routes(n_state):
-        def run():  # the fused core: a shared pixel-major map, a route index of 4 routes
+    def routes(n_state, a_is_log=False):
+        def run():  # the fused core: a shared pixel-major map, a route index of 4 routes (A as A_logs: the VSS block)
             batch, per_route, pixels = 2, 8, 50
             u = torch.zeros(batch, pixels, per_route, dtype=torch.bfloat16).transpose(1, 2)
             delta = torch.zeros(batch, pixels, 4 * per_route, dtype=torch.bfloat16).transpose(1, 2)
@@ -117,9 +117,9 @@ def _scan_cases() -> List[Tuple[str, Callable[[], None]]]:
             index = torch.zeros(4, pixels, dtype=torch.int32)
             args = (u, delta, torch.zeros(4 * per_route, n_state), bc, bc.clone(), torch.zeros(4 * per_route), None,
                     torch.zeros(4 * per_route), None)
-            _, states = scan_fwd(*args, True, False, False, torch.float32, route_index=index)
+            _, states = scan_fwd(*args, True, False, False, torch.float32, route_index=index, a_is_log=a_is_log)
             scan_bwd(*args, states, torch.zeros(batch, per_route, pixels).transpose(1, 2).contiguous(), None, True,
-                     False, False, False, route_index=index)
+                     False, False, False, route_index=index, a_is_log=a_is_log)
         return run
 
     def bwd(n_state, return_states=False, deterministic=False):
@@ -140,6 +140,8 @@ def _scan_cases() -> List[Tuple[str, Callable[[], None]]]:
         ("scan backward, N=1 and N=16, deterministic", lambda: (bwd(1)(), bwd(16, deterministic=True)())),
         ("scan backward, states", bwd(1, return_states=True)),
         ("fused routes forward + backward, N=1 and N=16", lambda: (routes(1)(), routes(16)())),
+        ("fused routes with A_logs (VSS block), N=1 and N=16",
+         lambda: (routes(1, a_is_log=True)(), routes(16, a_is_log=True)())),
     ]
 
 

@@ -12,13 +12,13 @@ block is one :class:`torch.autograd.Function` whose backward is written out:
 * MLP branch: ``LN -> fc1 -> GELU -> fc2``;
 * the residual adds, with timm's per-sample drop-path factors when training.
 
-The block's weights are cast to the compute dtype by one multi-tensor copy, the
-weight gradients of its GEMMs come out of the GEMM in fp32 (CUDA), and the
-remaining gradient casts run together: launches are what the host pays for.
-The arithmetic is the module path's (weights cast to the autocast dtype, LayerNorm
-in that dtype with fp32 statistics, the scan in fp32), so results agree to bf16
-rounding.  The SiLU output, which the module path keeps, is recomputed in the
-backward instead (one elementwise pass over the inner width).  Without autograd
+Launches are what the host pays for, so the block's weights are cast to the
+compute dtype by one flat cast, the dt projections read whole x_proj rows (no
+copy of the dt features), the scan kernels take A_logs (no -exp pass, no dA*A),
+the weight gradients of the GEMMs come out of the GEMM in fp32 (CUDA), and the
+remaining gradient casts run together.  The arithmetic is the module path's
+(weights cast to the autocast dtype, LayerNorm in that dtype with fp32
+statistics, the scan in fp32), so results agree to bf16 rounding.  Without autograd
 (inference) the same forward runs with its weight casts cached across calls
 (:func:`~vmamba_zoo.layers.param_cache.cached_derived`).  :func:`mixer_branch` and
 :func:`mlp_branch` run one branch alone (without its residual).
@@ -123,8 +123,10 @@ def _mlp_cast_params(block: nn.Module) -> List[Tensor]:
 def _branch_weights(block: nn.Module, branches: Tuple[bool, bool], dtype: torch.dtype, cache: bool):
     """(mixer weights, MLP weights) in ``dtype`` for the branches selected by ``branches`` (None for the
     other), cast by one :func:`_cast_group`.  Mixer weights: the cast tensors of :func:`_mixer_cast_params`
-    (``None`` entries for absent biases) with ``x_proj`` as a (K*(R+2N), D) matrix, then the block-diagonal
-    dt weight (K*D, K*R) and A = -exp(A_logs) (fp32).  With ``cache`` (inference) they are reused across
+    (``None`` entries for absent biases) with ``x_proj`` as a (K*(R+2N), D) matrix, then the dt weights as
+    one block-diagonal (K*D, K*(R+2N)) matrix that multiplies whole x_proj rows (each route's (D, R) weight,
+    zeros against its B and C columns: no copy of the dt features) and A_logs in fp32 (the scan kernels take
+    A = -exp(A_logs) themselves).  With ``cache`` (inference) they are reused across
     calls while the parameters are unchanged (:func:`~vmamba_zoo.layers.param_cache.cached_derived`); training
     passes ``cache=False``: autograd is off inside the autograd Function, so a cache would otherwise hold
     across training steps, and a benchmark without optimizer steps would skip work real training does."""
@@ -141,7 +143,8 @@ def _branch_weights(block: nn.Module, branches: Tuple[bool, bool], dtype: torch.
             mixer, flat = flat[:12], flat[12:]
             routes, width_dbl, dim = op.x_proj_weight.shape
             mixer[6] = mixer[6].reshape(routes * width_dbl, dim)
-            mixer += [block_diagonal(mixer[7]), -torch.exp(op.A_logs.float())]
+            # the dt weights as one (K*Di, K*(R+2N)) matrix that reads whole x_proj rows (zeros at B, C)
+            mixer += [block_diagonal(mixer[7], block_cols=width_dbl), op.A_logs.float()]
         if with_mlp:
             mlp = flat
         return mixer, mlp
@@ -232,27 +235,27 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, weights: Lis
     routes, pixels = route_index.shape[0], height * width
     width_dbl = rank + 2 * n_state
     conv = op.conv2d
-    w_in, b_in, w_conv, b_conv, w_out, b_out, wx, _, n_w, n_b, on_w, on_b, wdt, A = weights
+    w_in, b_in, w_conv, b_conv, w_out, b_out, wx, _, n_w, n_b, on_w, on_b, wdt, a_logs = weights
 
     h, ln1, tri1 = _ln_forward(x, block.norm, dtype, n_w, n_b)
     u = F.linear(h, w_in, b_in).permute(0, 3, 1, 2)  # (B, Di, H, W) in channels-last memory
     c = F.conv2d(u, w_conv, b_conv, conv.stride, conv.padding, conv.dilation, conv.groups)
     a = F.silu(c)
     a_pm = a.permute(0, 2, 3, 1).reshape(batch, pixels, dim)  # pixel-major; a view for channels-last maps
-    x_dbl = F.linear(a_pm, wx).view(batch, pixels, routes, width_dbl)
-    dt_in = x_dbl[..., :rank].reshape(batch, pixels, routes * rank)
-    delta = F.linear(dt_in, wdt).transpose(1, 2)  # (B, K*Di, P), pixel-major
+    x_rows = F.linear(a_pm, wx)  # (B, P, K*(R+2N))
+    x_dbl = x_rows.view(batch, pixels, routes, width_dbl)
+    delta = F.linear(x_rows, wdt).transpose(1, 2)  # (B, K*Di, P), pixel-major
     bs = x_dbl[..., rank:rank + n_state].permute(0, 2, 3, 1)
     cs = x_dbl[..., rank + n_state:].permute(0, 2, 3, 1)
     ds, dt_bias = op.Ds.float(), op.dt_projs_bias.float().reshape(-1)
-    y, chunk_states = scan_fwd(a_pm.transpose(1, 2), delta, A, bs, cs, ds, None, dt_bias, None, True, False, False,
-                               torch.float32, route_index, covers_all)
+    y, chunk_states = scan_fwd(a_pm.transpose(1, 2), delta, a_logs, bs, cs, ds, None, dt_bias, None, True, False,
+                               False, torch.float32, route_index, covers_all, a_is_log=True)
     y = y.transpose(1, 2).view(batch, height, width, dim)  # fp32, contiguous
     yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, on_w, on_b)
     out = F.linear(yn, w_out, b_out)
     if not save:
         return out, None
-    tensors = ln1 + ln2 + (h, u, c, x_dbl, dt_in, chunk_states, yn, route_index, w_in, w_conv, w_out, wx, wdt, A,
+    tensors = ln1 + ln2 + (h, u, c, a, x_dbl, chunk_states, yn, route_index, w_in, w_conv, w_out, wx, wdt, a_logs,
                            ds, dt_bias)
     return out, (tensors, (tri1, tri2, covers_all))
 
@@ -264,7 +267,7 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
 
     op = block.op
     ln1, ln2 = tensors[:5], tensors[5:10]
-    h, u, c, x_dbl, dt_in, chunk_states, yn, route_index, w_in, w_conv, w_out, wx, wdt, A, ds, dt_bias = tensors[10:]
+    h, u, c, a, x_dbl, chunk_states, yn, route_index, w_in, w_conv, w_out, wx, wdt, a_logs, ds, dt_bias = tensors[10:]
     tri1, tri2, covers_all = flags
     batch, pixels, routes, width_dbl = x_dbl.shape
     dim, n_state, rank = op.d_inner, op.d_state, op.dt_rank
@@ -274,21 +277,21 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
     d_yn, d_w_out, d_b_out = _linear_grads(dout, yn, w_out, op.out_proj.bias is not None)
     dy, d_on_w, d_on_b = _ln_backward(d_yn, ln2, tri2)
 
-    a = F.silu(c)  # recomputed rather than saved
     a_pm = a.permute(0, 2, 3, 1).reshape(batch, pixels, dim)
-    delta = F.linear(dt_in, wdt).transpose(1, 2)
+    x_rows = x_dbl.view(batch, pixels, routes * width_dbl)
+    delta = F.linear(x_rows, wdt).transpose(1, 2)
     bs = x_dbl[..., rank:rank + n_state].permute(0, 2, 3, 1)
     cs = x_dbl[..., rank + n_state:].permute(0, 2, 3, 1)
-    du_scan, ddelta, dA, dB, dC, dD, _, dbias, _ = scan_bwd(
-        a_pm.transpose(1, 2), delta, A, bs, cs, ds, None, dt_bias, None, chunk_states,
-        dy.view(batch, pixels, dim).transpose(1, 2), None, True, False, False, False, route_index, covers_all)
-    ddelta = ddelta.transpose(1, 2)  # (B, P, K*Di), contiguous
-    dx_dbl = torch.empty_like(x_dbl)
-    dx_dbl[..., :rank] = (ddelta @ wdt).view(batch, pixels, routes, rank)
-    dx_dbl[..., rank:rank + n_state] = dB.permute(0, 3, 1, 2)
+    du_scan, ddelta, d_a_logs, dB, dC, dD, _, dbias, _ = scan_bwd(
+        a_pm.transpose(1, 2), delta, a_logs, bs, cs, ds, None, dt_bias, None, chunk_states,
+        dy.view(batch, pixels, dim).transpose(1, 2), None, True, False, False, False, route_index, covers_all,
+        a_is_log=True)
+    ddelta = ddelta.transpose(1, 2).reshape(-1, ddelta.shape[1])  # (B*P, K*Di), a view (pixel-major)
+    dx_dbl2 = ddelta @ wdt  # (B*P, K*(R+2N)): the dt features' gradient, zeros at B and C ...
+    dx_dbl = dx_dbl2.view(batch, pixels, routes, width_dbl)
+    dx_dbl[..., rank:rank + n_state] = dB.permute(0, 3, 1, 2)  # ... which take the scan's gradients
     dx_dbl[..., rank + n_state:] = dC.permute(0, 3, 1, 2)
-    d_wdt = _weight_grad(ddelta.reshape(-1, ddelta.shape[-1]), dt_in.reshape(-1, dt_in.shape[-1]))
-    dx_dbl2 = dx_dbl.view(-1, routes * width_dbl)
+    d_wdt = _weight_grad(ddelta, x_rows.reshape(-1, routes * width_dbl))
     d_wx = _weight_grad(dx_dbl2, a_pm.reshape(-1, dim))
     d_a = (dx_dbl2 @ wx).view(batch, pixels, dim)
     d_a += du_scan.transpose(1, 2)
@@ -300,9 +303,10 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
         conv.dilation, False, [0, 0], conv.groups, [True, True, conv.bias is not None])
     d_h, d_w_in, d_b_in = _linear_grads(du.permute(0, 2, 3, 1), h, w_in, op.in_proj.bias is not None)
     dx, d_n_w, d_n_b = _ln_backward(d_h, ln1, tri1)
-    # in the order of _mixer_params; d(-exp(A_logs)) = A d(A_logs)
-    return dx, [d_n_w, d_n_b, d_w_in, d_b_in, d_w_conv, d_b_conv, d_wx, diagonal_blocks(d_wdt, routes), dbias,
-                dA * A, dD, d_on_w, d_on_b, d_w_out, d_b_out]
+    d_dt_weights = diagonal_blocks(d_wdt, routes)[..., :rank]  # (K, Di, R) of the padded block-diagonal grad
+    # in the order of _mixer_params
+    return dx, [d_n_w, d_n_b, d_w_in, d_b_in, d_w_conv, d_b_conv, d_wx, d_dt_weights, dbias, d_a_logs, dD, d_on_w,
+                d_on_b, d_w_out, d_b_out]
 
 
 def _mixer_params(block: nn.Module) -> List[_TensorOpt]:
@@ -438,7 +442,7 @@ def _apply(block: nn.Module, plan: _Plan, x: Tensor) -> Tensor:
         raise ValueError(f"fused VSS block: needs bf16 autocast, no autocast, or a bf16/fp32 input, "
                          f"got {x.dtype} input")
     scales: Tuple[_TensorOpt, _TensorOpt] = (None, None)
-    if plan[2]:
+    if plan[2] and isinstance(block.drop_path, DropPath) and block.drop_path.training:
         like = x.new_empty((x.shape[0], 1, 1, 1), dtype=dtype)
         scales = (_drop_path_scale(block.drop_path, like) if plan[0] else None,
                   _drop_path_scale(block.drop_path, like) if plan[1] else None)

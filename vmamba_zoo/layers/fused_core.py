@@ -39,12 +39,18 @@ def diagonal_blocks(matrix: torch.Tensor, blocks: int) -> torch.Tensor:
     return torch.diagonal(matrix.view(blocks, rows, blocks, cols), dim1=0, dim2=2).permute(2, 0, 1)
 
 
-def block_diagonal(weight: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+def block_diagonal(weight: torch.Tensor, dtype: Optional[torch.dtype] = None,
+                   block_cols: Optional[int] = None) -> torch.Tensor:
     """(K, D, R) -> (K*D, K*R) block-diagonal matrix in ``dtype`` (default: weight's), in two kernels (unlike
-    ``torch.block_diag``)."""
+    ``torch.block_diag``).  With ``block_cols`` (>= R) each diagonal block is (D, block_cols) with ``weight``
+    in its first R columns and zeros after: (K*D, K*block_cols), a matrix that multiplies rows holding R
+    features followed by block_cols - R others per route (e.g. whole x_proj output rows)."""
     routes, dim, rank = weight.shape
-    out = weight.new_zeros(routes * dim, routes * rank, dtype=dtype or weight.dtype)
-    diagonal_blocks(out, routes).copy_(weight)
+    cols = rank if block_cols is None else block_cols
+    if cols < rank:
+        raise ValueError(f"block_diagonal: block_cols ({cols}) must be at least the weight's last dimension ({rank})")
+    out = weight.new_zeros(routes * dim, routes * cols, dtype=dtype or weight.dtype)
+    diagonal_blocks(out, routes)[..., :rank].copy_(weight)
     return out
 
 
