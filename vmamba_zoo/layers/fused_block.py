@@ -392,9 +392,8 @@ def _run(block: nn.Module, plan: _Plan, x: Tensor, dtype: torch.dtype, scales: T
 class _FusedBlock(torch.autograd.Function):
     """A VSS block (or one of its branches, see ``_Plan``) as one autograd node, its backward written out.
 
-    One node instead of ~35 per block, the block's weights cast to the compute dtype by one multi-tensor
-    copy, weight gradients of the GEMMs written in fp32 and the remaining gradient casts done together:
-    host time, which bounds a bf16 training step of VMamba-T on an H100, not GPU time."""
+    One node instead of ~35 per block, and fewer launches inside it (see the module docstring): what
+    bounded a bf16 training step of VMamba-T on an H100 was the host issuing launches, not GPU time."""
 
     @staticmethod
     def forward(ctx, block, plan, dtype, scale_mixer, scale_mlp, x, *params):
@@ -407,10 +406,11 @@ class _FusedBlock(torch.autograd.Function):
     def backward(ctx, dout):
         block, (with_mixer, with_mlp, residual), dtype = ctx.block, ctx.plan, ctx.dtype
         *tensors, scale_mixer, scale_mlp = ctx.saved_tensors
-        steps = []  # (backward, saved tensors, flags, scale) in forward order
+        branches = [(backward, scale) for runs, backward, scale in (
+            (with_mixer, _mixer_backward, scale_mixer), (with_mlp, _mlp_backward, scale_mlp)) if runs]
+        steps = []  # (backward, its saved tensors, its flags, its drop-path factors), in forward order
         start = 0
-        for (count, flag), (backward, scale) in zip(ctx.flags, [b for runs, b in (
-                (with_mixer, (_mixer_backward, scale_mixer)), (with_mlp, (_mlp_backward, scale_mlp))) if runs]):
+        for (backward, scale), (count, flag) in zip(branches, ctx.flags, strict=True):
             steps.append((backward, tensors[start:start + count], flag, scale))
             start += count
         grads: List[_TensorOpt] = []
