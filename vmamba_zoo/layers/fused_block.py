@@ -185,10 +185,15 @@ def _ln_backward(dy: Tensor, saved: Tuple[Tensor, ...], triton: bool) -> Tuple[T
                                                      [True, True, True])
 
 
+#: ``torch.mm(..., out_dtype=...)`` (a GEMM writing fp32 from bf16/fp16 inputs, CUDA only) exists since torch 2.8
+_MM_OUT_DTYPE = "dtype" in torch.ops.aten.mm.overloads()
+
+
 def _weight_grad(dout2: Tensor, inp2: Tensor) -> Tensor:
     """``dout2ᵀ @ inp2``, the weight gradient of a linear layer (dout2 (M, O), inp2 (M, I)): written in fp32
-    by the GEMM itself on CUDA (no separate cast to the fp32 parameter's dtype), else in the inputs' dtype."""
-    if dout2.is_cuda and dout2.dtype in (torch.bfloat16, torch.float16):
+    by the GEMM itself on CUDA where torch can (no separate cast to the fp32 parameter's dtype), else in the
+    inputs' dtype (cast afterwards with the other gradients)."""
+    if _MM_OUT_DTYPE and dout2.is_cuda and dout2.dtype in (torch.bfloat16, torch.float16):
         return torch.mm(dout2.t(), inp2, out_dtype=torch.float32)
     return dout2.t() @ inp2
 
