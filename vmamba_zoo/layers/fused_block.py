@@ -405,6 +405,7 @@ class _FusedBlock(torch.autograd.Function):
         out, tensors, flags = _run(block, plan, x, dtype, (scale_mixer, scale_mlp), save=True)
         ctx.save_for_backward(*tensors, scale_mixer, scale_mlp)
         ctx.block, ctx.plan, ctx.dtype, ctx.flags, ctx.x_dtype = block, plan, dtype, flags, x.dtype
+        ctx.params = params  # the gradients' dtypes and shapes (not their values: nothing to version-check)
         return out
 
     @staticmethod
@@ -425,8 +426,7 @@ class _FusedBlock(torch.autograd.Function):
                 d_in, branch_grads = backward(block, d_branch, saved, flag, dtype)
                 dout = dout + d_in if residual else d_in
                 grads = branch_grads + grads
-        return (None, None, None, None, None, dout.to(ctx.x_dtype)) + tuple(
-            _grads_as_params(grads, _plan_params(block, ctx.plan)))
+        return (None, None, None, None, None, dout.to(ctx.x_dtype)) + tuple(_grads_as_params(grads, ctx.params))
 
 
 def _drop_path_scale(drop_path: nn.Module, like: Tensor) -> _TensorOpt:
