@@ -261,3 +261,19 @@ def test_whole_block_under_activation_checkpointing(use_reentrant):
     torch.testing.assert_close(got_out, ref_out, rtol=1e-5, atol=1e-6)
     for g, r in zip(got_grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_block_diagonal_with_padded_blocks():
+    """block_cols > R: each route's (D, R) weight sits in the first R columns of its (D, block_cols) block, zeros
+    elsewhere, so multiplying whole x_proj rows (R dt features, then B and C) gives each route's dt projection."""
+    from vmamba_zoo.layers.fused_core import block_diagonal
+
+    weight = torch.randn(3, 4, 2)
+    padded = block_diagonal(weight, block_cols=5)
+    assert padded.shape == (12, 15)
+    rows = torch.randn(7, 3, 5)  # 3 routes x (2 dt features + 3 others)
+    expected = torch.einsum("kdr,pkr->pkd", weight, rows[..., :2]).reshape(7, 12)
+    torch.testing.assert_close(rows.reshape(7, 15) @ padded.t(), expected)
+    torch.testing.assert_close(block_diagonal(weight), block_diagonal(weight, block_cols=2))
+    with pytest.raises(ValueError, match="block_cols"):
+        block_diagonal(weight, block_cols=1)

@@ -106,53 +106,39 @@ def _cast_group(tensors: Sequence[Tensor], dtype: torch.dtype) -> List[Tensor]:
     return list(torch._utils._unflatten_dense_tensors(flat, tensors))
 
 
-def _mixer_cast_params(block: nn.Module) -> List[Tensor]:
-    """The mixer branch's tensors that it multiplies by in the compute dtype (LayerNorm parameters are used
-    cast by PyTorch's LayerNorm kernel only)."""
-    op = block.op
-    return [op.in_proj.weight, op.in_proj.bias, op.conv2d.weight, op.conv2d.bias, op.out_proj.weight,
-            op.out_proj.bias, op.x_proj_weight, op.dt_projs_weight, block.norm.weight, block.norm.bias,
-            op.out_norm.weight, op.out_norm.bias]
-
-
-def _mlp_cast_params(block: nn.Module) -> List[Tensor]:
-    mlp = block.mlp
-    return [mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias, block.norm2.weight, block.norm2.bias]
-
-
-def _branch_weights(block: nn.Module, branches: Tuple[bool, bool], dtype: torch.dtype, cache: bool):
-    """(mixer weights, MLP weights) in ``dtype`` for the branches selected by ``branches`` (None for the
-    other), cast by one :func:`_cast_group`.  Mixer weights: the cast tensors of :func:`_mixer_cast_params`
-    (``None`` entries for absent biases) with ``x_proj`` as a (K*(R+2N), D) matrix, then the dt weights as
-    one block-diagonal (K*D, K*(R+2N)) matrix that multiplies whole x_proj rows (each route's (D, R) weight,
-    zeros against its B and C columns: no copy of the dt features) and A_logs in fp32 (the scan kernels take
-    A = -exp(A_logs) themselves).  With ``cache`` (inference) they are reused across
-    calls while the parameters are unchanged (:func:`~vmamba_zoo.layers.param_cache.cached_derived`); training
-    passes ``cache=False``: autograd is off inside the autograd Function, so a cache would otherwise hold
-    across training steps, and a benchmark without optimizer steps would skip work real training does."""
-    with_mixer, with_mlp = branches
-    listed = (_mixer_cast_params(block) if with_mixer else []) + (_mlp_cast_params(block) if with_mlp else [])
+def _branch_weights(block: nn.Module, params: Tuple[List[_TensorOpt], List[_TensorOpt]], dtype: torch.dtype,
+                    cache: bool):
+    """(mixer weights, MLP weights) in ``dtype`` from ``params`` = (mixer parameters, MLP parameters) of
+    :func:`_branch_params` (an empty list for a branch that does not run; None for it here), all cast by one
+    :func:`_cast_group` (``None`` kept for absent biases; the mixer's dt bias, A_logs and D come along unused:
+    one flat cast is one launch whatever it holds).  Mixer weights: its parameters cast, in the order of
+    :func:`_mixer_params`, then ``x_proj`` as a (K*(R+2N), D) matrix, the dt weights as one block-diagonal
+    (K*D, K*(R+2N)) matrix that multiplies whole x_proj rows (each route's (D, R) weight, zeros against its
+    B and C columns: no copy of the dt features) and A_logs in fp32 (the scan kernels take A = -exp(A_logs)
+    themselves).  With ``cache`` (inference) they are reused across calls while the parameters are unchanged
+    (:func:`~vmamba_zoo.layers.param_cache.cached_derived`); training passes ``cache=False``: autograd is off
+    inside the autograd Function, so a cache would otherwise hold across training steps, and a benchmark
+    without optimizer steps would skip work real training does."""
+    mixer_params, mlp_params = params
+    listed = mixer_params + mlp_params
 
     def make():
-        present = [t for t in listed if t is not None]
-        cast = iter(_cast_group(present, dtype))
+        cast = iter(_cast_group([t for t in listed if t is not None], dtype))
         flat = [next(cast) if t is not None else None for t in listed]
-        mixer = mlp = None
-        if with_mixer:
+        mixer, mlp = flat[:len(mixer_params)] or None, flat[len(mixer_params):] or None
+        if mixer is not None:
             op = block.op
-            mixer, flat = flat[:12], flat[12:]
             routes, width_dbl, dim = op.x_proj_weight.shape
-            mixer[6] = mixer[6].reshape(routes * width_dbl, dim)
+            x_proj, dt_weights = mixer[6], mixer[7]
             # the dt weights as one (K*Di, K*(R+2N)) matrix that reads whole x_proj rows (zeros at B, C)
-            mixer += [block_diagonal(mixer[7], block_cols=width_dbl), op.A_logs.float()]
-        if with_mlp:
-            mlp = flat
+            mixer += [x_proj.reshape(routes * width_dbl, dim), block_diagonal(dt_weights, block_cols=width_dbl),
+                      op.A_logs.float()]
         return mixer, mlp
 
     if not cache:
         return make()
-    keyed = listed + ([block.op.A_logs] if with_mixer else [])
-    return cached_derived(block, ("branch_weights", branches, dtype), [t for t in keyed if t is not None], make)
+    kinds = (bool(mixer_params), bool(mlp_params))
+    return cached_derived(block, ("branch_weights", kinds, dtype), [t for t in listed if t is not None], make)
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -240,7 +226,7 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, weights: Lis
     routes, pixels = route_index.shape[0], height * width
     width_dbl = rank + 2 * n_state
     conv = op.conv2d
-    w_in, b_in, w_conv, b_conv, w_out, b_out, wx, _, n_w, n_b, on_w, on_b, wdt, a_logs = weights
+    n_w, n_b, w_in, b_in, w_conv, b_conv, _, _, _, _, _, on_w, on_b, w_out, b_out, wx, wdt, a_logs = weights
 
     h, ln1, tri1 = _ln_forward(x, block.norm, dtype, n_w, n_b)
     u = F.linear(h, w_in, b_in).permute(0, 3, 1, 2)  # (B, Di, H, W) in channels-last memory
@@ -326,7 +312,7 @@ def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, weights: List[
     """Forward of ``mlp(norm2(x))`` with ``weights`` from :func:`_branch_weights`; returns (out, saved or None).
     x: (B, H, W, C)."""
     mlp = block.mlp
-    w1, b1, w2, b2, n_w, n_b = weights
+    n_w, n_b, w1, b1, w2, b2 = weights  # in the order of _mlp_params
     h, ln, tri = _ln_forward(x, block.norm2, dtype, n_w, n_b)
     g = F.linear(h, w1, b1)
     act = F.gelu(g, approximate=mlp.act.approximate)
@@ -364,8 +350,9 @@ _MIXER_ONLY: _Plan = (True, False, False)
 _MLP_ONLY: _Plan = (False, True, False)
 
 
-def _plan_params(block: nn.Module, plan: _Plan) -> List[_TensorOpt]:
-    return (_mixer_params(block) if plan[0] else []) + (_mlp_params(block) if plan[1] else [])
+def _branch_params(block: nn.Module, plan: _Plan) -> Tuple[List[_TensorOpt], List[_TensorOpt]]:
+    """(mixer parameters, MLP parameters) of the branches ``plan`` runs (an empty list for one it does not)."""
+    return (_mixer_params(block) if plan[0] else []), (_mlp_params(block) if plan[1] else [])
 
 
 def _residual(x: Tensor, branch_out: Tensor, scale: _TensorOpt) -> Tensor:
@@ -374,11 +361,11 @@ def _residual(x: Tensor, branch_out: Tensor, scale: _TensorOpt) -> Tensor:
 
 
 def _run(block: nn.Module, plan: _Plan, x: Tensor, dtype: torch.dtype, scales: Tuple[_TensorOpt, _TensorOpt],
-         save: bool):
-    """The forward of ``plan`` on ``x``: returns (out, saved tensors, per-branch flags), the last two None
-    without ``save``."""
+         params: Tuple[List[_TensorOpt], List[_TensorOpt]], save: bool):
+    """The forward of ``plan`` on ``x`` (``params``: :func:`_branch_params`): returns (out, saved tensors,
+    per-branch flags), the last two None without ``save``."""
     with_mixer, with_mlp, residual = plan
-    mixer_w, mlp_w = _branch_weights(block, plan[:2], dtype, cache=not save)
+    mixer_w, mlp_w = _branch_weights(block, params, dtype, cache=not save)
     tensors: Tuple[Tensor, ...] = ()
     flags = []
     h = x
@@ -401,8 +388,10 @@ class _FusedBlock(torch.autograd.Function):
     bounded a bf16 training step of VMamba-T on an H100 was the host issuing launches, not GPU time."""
 
     @staticmethod
-    def forward(ctx, block, plan, dtype, scale_mixer, scale_mlp, x, *params):
-        out, tensors, flags = _run(block, plan, x, dtype, (scale_mixer, scale_mlp), save=True)
+    def forward(ctx, block, plan, dtype, n_mixer, scale_mixer, scale_mlp, x, *params):
+        # params: the mixer's n_mixer parameters, then the MLP's (_branch_params, flat so autograd sees them)
+        split = (list(params[:n_mixer]), list(params[n_mixer:]))
+        out, tensors, flags = _run(block, plan, x, dtype, (scale_mixer, scale_mlp), split, save=True)
         ctx.save_for_backward(*tensors, scale_mixer, scale_mlp)
         ctx.block, ctx.plan, ctx.dtype, ctx.flags, ctx.x_dtype = block, plan, dtype, flags, x.dtype
         ctx.params = params  # the gradients' dtypes and shapes (not their values: nothing to version-check)
@@ -426,7 +415,7 @@ class _FusedBlock(torch.autograd.Function):
                 d_in, branch_grads = backward(block, d_branch, saved, flag, dtype)
                 dout = dout + d_in if residual else d_in
                 grads = branch_grads + grads
-        return (None, None, None, None, None, dout.to(ctx.x_dtype)) + tuple(_grads_as_params(grads, ctx.params))
+        return (None,) * 6 + (dout.to(ctx.x_dtype),) + tuple(_grads_as_params(grads, ctx.params))
 
 
 def _drop_path_scale(drop_path: nn.Module, like: Tensor) -> _TensorOpt:
@@ -451,10 +440,11 @@ def _apply(block: nn.Module, plan: _Plan, x: Tensor) -> Tensor:
         like = x.new_empty((x.shape[0], 1, 1, 1), dtype=dtype)
         scales = (_drop_path_scale(block.drop_path, like) if plan[0] else None,
                   _drop_path_scale(block.drop_path, like) if plan[1] else None)
+    mixer_params, mlp_params = _branch_params(block, plan)
     with torch.autocast(x.device.type, enabled=False):  # the dtypes are explicit inside
         if torch.is_grad_enabled():
-            return _FusedBlock.apply(block, plan, dtype, *scales, x, *_plan_params(block, plan))
-        return _run(block, plan, x, dtype, scales, save=False)[0]
+            return _FusedBlock.apply(block, plan, dtype, len(mixer_params), *scales, x, *mixer_params, *mlp_params)
+        return _run(block, plan, x, dtype, scales, (mixer_params, mlp_params), save=False)[0]
 
 
 def vss_block(block: nn.Module, x: Tensor) -> Tensor:
