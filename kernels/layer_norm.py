@@ -24,6 +24,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .launch import CachedLauncher
+
 __all__ = ["layer_norm_triton", "layer_norm_silu_gate_triton", "supports_triton_layer_norm"]
 
 _MAX_CHANNELS = 4096
@@ -107,7 +109,7 @@ def _kernels():
         tl.store(dw_ptr + pid * C + cols, tl.sum(dw_acc, axis=0), mask=mask_c)
         tl.store(db_ptr + pid * C + cols, tl.sum(db_acc, axis=0), mask=mask_c)
 
-    return ln_fwd, ln_bwd
+    return CachedLauncher(ln_fwd), CachedLauncher(ln_bwd)
 
 
 _KERNELS = None

@@ -52,6 +52,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import CachedLauncher
 from .tiling import is_pixel_major, pick_sequential_tiles, pick_tiles
 
 __all__ = ["scan_fwd", "scan_bwd"]
@@ -555,6 +556,10 @@ def _bwd_route(
         tl.store(dbias_ptr + part, tl.sum(dbias_acc, axis=1), mask=mask_d)
 
 
+# the launches (kernel[grid](...) with the compiled kernel remembered per argument layout: less host time)
+_launch_fwd = CachedLauncher(_scan_fwd_kernel)
+_launch_fwd_seq = CachedLauncher(_scan_fwd_seq_kernel)
+_launch_bwd = CachedLauncher(_scan_bwd_kernel)
 
 
 def _with_grad_buffer(t: torch.Tensor, make, **kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -641,10 +646,10 @@ def scan_fwd(
                  HAS_H0=initial_state is not None, SOFTPLUS=delta_softplus, REVERSE=reverse,
                  GATHER=gather, COVERS_ALL=covers_all, A_LOG=a_is_log, num_warps=num_warps)
     if sequential is not None:
-        _scan_fwd_seq_kernel[grid](u, delta, A, B, C, *params, out, states, index_arg, *sizes, *in_strides,
+        _launch_fwd_seq[grid](u, delta, A, B, C, *params, out, states, index_arg, *sizes, *in_strides,
                                    *_strides(out, 3), *bc_strides, **flags)
     else:
-        _scan_fwd_kernel[grid](u, delta, A, B, C, *params, y_arg, states, hs_arg, index_arg, *sizes, *in_strides,
+        _launch_fwd[grid](u, delta, A, B, C, *params, y_arg, states, hs_arg, index_arg, *sizes, *in_strides,
                                *(_strides(out, 3) if not return_states else (0, 0, 0)), *bc_strides,
                                RETURN_STATES=return_states, **flags)
     return out, states
@@ -656,12 +661,16 @@ def scan_bwd(
     initial_state: Optional[torch.Tensor], chunk_states: torch.Tensor, dout: torch.Tensor,
     dlast: Optional[torch.Tensor], delta_softplus: bool, reverse: bool, return_states: bool,
     deterministic: bool, route_index: Optional[torch.Tensor] = None, covers_all: bool = False,
-    a_is_log: bool = False,
+    a_is_log: bool = False, reduce_bc: bool = True,
 ):
     """Run the backward kernel.  Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state);
     entries for absent inputs are None.  dB, dC come back in fp32 shaped (batch, G, N, L).  ``covers_all``:
     as in :func:`scan_fwd` (every route visits every pixel, so no gradient buffer needs a zero fill).
-    ``a_is_log``: A holds log(-A) (as in :func:`scan_fwd`), and dA is the gradient of that log."""
+    ``a_is_log``: A holds log(-A) (as in :func:`scan_fwd`), and dA is the gradient of that log.
+
+    ``reduce_bc=False``: dB and dC come back unreduced, as one fp32 tensor (2, batch, G, T, N, L) in the place
+    of dB (None in that of dC) whose sum over dim 3 is (dB, dC): T per-channel-tile rows, or T = 1 where they
+    were accumulated atomically; the caller sums them where it needs them (``torch.sum(t, 3, out=...)``)."""
     # every gradient takes its input's layout (du: u's, ddelta: delta's, dz: z's)
     if return_states:
         dout = dout.contiguous()
@@ -705,7 +714,7 @@ def scan_bwd(
     else:
         grid = (triton.cdiv(dim, block_d), batch)
         n_routes = 1
-    _scan_bwd_kernel[grid](
+    _launch_bwd[grid](
         u, delta, A.contiguous(), B, C,
         D.contiguous() if D is not None else dummy,
         z if z is not None else dummy,
@@ -726,10 +735,15 @@ def scan_bwd(
         SOFTPLUS=delta_softplus, REVERSE=reverse, RETURN_STATES=return_states,
         PARTIALS=partials, GATHER=gather, COVERS_ALL=covers_all, A_LOG=a_is_log, num_warps=num_warps,
     )
-    if partials:
-        dBC = dBC.sum(3)
+    if not reduce_bc:
+        d_bc = dBC if partials else dBC.unsqueeze(3)
+        dB_out, dC_out = d_bc, None
+    else:
+        if partials:
+            dBC = dBC.sum(3)
+        dB_out, dC_out = dBC[0], dBC[1]
     part_sums = parts.sum(0)
     dA = part_sums[:dim * n_state].view(dim, n_state)
     dD = part_sums[dim * n_state:dim * n_state + dim] if D is not None else None
     dbias = part_sums[dim * n_state + dim:] if delta_bias is not None else None
-    return du, ddelta, dA, dBC[0], dBC[1], dD, dz, dbias, dh0
+    return du, ddelta, dA, dB_out, dC_out, dD, dz, dbias, dh0

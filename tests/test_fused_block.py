@@ -236,6 +236,12 @@ def test_cast_group_and_gradient_casts():
     assert out[1] is None and out[3] is fp32_grad
     assert out[0].dtype == torch.float32 and torch.equal(out[0], grads[0].float())
     assert out[2].shape == (2, 6) and torch.equal(out[2], grads[2].float().view(2, 6))
+    # three or more to cast: one flat cast
+    grads3 = [torch.randn(3, 4, dtype=torch.bfloat16), torch.randn(4, dtype=torch.bfloat16),
+              torch.randn(12, dtype=torch.bfloat16), torch.randn(5, dtype=torch.bfloat16)]
+    params3 = [torch.zeros(3, 4), torch.zeros(4), torch.zeros(2, 6), torch.zeros(5)]
+    for g, p, o in zip(grads3, params3, _grads_as_params(grads3, params3)):
+        assert o.dtype == torch.float32 and o.shape == p.shape and torch.equal(o, g.float().view(p.shape))
 
 
 @pytest.mark.parametrize("use_reentrant", [False, True])

@@ -374,8 +374,8 @@ def test_triton_sequential_forward_matches_reference(monkeypatch, batch, dim, gr
     from vmamba_zoo_kernels import triton_scan
 
     launched = []
-    real = triton_scan._scan_fwd_seq_kernel
-    monkeypatch.setattr(triton_scan, "_scan_fwd_seq_kernel",
+    real = triton_scan._launch_fwd_seq
+    monkeypatch.setattr(triton_scan, "_launch_fwd_seq",
                         type("Counted", (), {"__getitem__": lambda self, grid: launched.append(grid) or real[grid]})())
     monkeypatch.setenv("VMAMBA_ZOO_SCAN_SEQ", "1")
     monkeypatch.setenv("VMAMBA_ZOO_SCAN_TILES", "8,16,4,8,4")  # 16-step chunks

@@ -106,46 +106,58 @@ def _cast_group(tensors: Sequence[Tensor], dtype: torch.dtype) -> List[Tensor]:
     return list(torch._utils._unflatten_dense_tensors(flat, tensors))
 
 
+#: positions in :func:`_mixer_params` / :func:`_mlp_params` of the parameters the branches use in the compute
+#: dtype (the GEMM and conv weights and biases); the norms' parameters go to the Triton LayerNorm as they are
+#: (the PyTorch fallback casts them itself), and the mixer's dt bias, A_logs and D are used in fp32
+_MIXER_CAST = (2, 3, 4, 5, 6, 7, 13, 14)  # in_proj w, b, conv w, b, x_proj, dt_projs, out_proj w, b
+_MLP_CAST = (2, 3, 4, 5)  # fc1 w, b, fc2 w, b
+
+
 def _branch_weights(block: nn.Module, params: Tuple[List[_TensorOpt], List[_TensorOpt]], dtype: torch.dtype,
                     cache: bool):
     """(mixer weights, MLP weights) in ``dtype`` from ``params`` = (mixer parameters, MLP parameters) of
     :func:`_branch_params` (an empty list for a branch that does not run; None for it here), all cast by one
-    :func:`_cast_group` (``None`` kept for absent biases; the mixer's dt bias, A_logs and D come along unused:
-    one flat cast is one launch whatever it holds).  Mixer weights: its parameters cast, in the order of
-    :func:`_mixer_params`, then ``x_proj`` as a (K*(R+2N), D) matrix, the dt weights as one block-diagonal
-    (K*D, K*(R+2N)) matrix that multiplies whole x_proj rows (each route's (D, R) weight, zeros against its
-    B and C columns: no copy of the dt features) and A_logs in fp32 (the scan kernels take A = -exp(A_logs)
-    themselves).  With ``cache`` (inference) they are reused across calls while the parameters are unchanged
+    :func:`_cast_group` (``None`` kept for absent biases).
+
+    Mixer weights: (in_proj w, b, conv w, b, out_proj w, b, x_proj as a (K*(R+2N), D) matrix, the dt weights
+    as one block-diagonal (K*D, K*(R+2N)) matrix that multiplies whole x_proj rows (each route's (D, R)
+    weight, zeros against its B and C columns: no copy of the dt features), A_logs in fp32 (the scan kernels
+    take A = -exp(A_logs) themselves)).  MLP weights: (fc1 w, b, fc2 w, b).  With ``cache`` (inference) they
+    are reused across calls while the parameters are unchanged
     (:func:`~vmamba_zoo.layers.param_cache.cached_derived`); training passes ``cache=False``: autograd is off
     inside the autograd Function, so a cache would otherwise hold across training steps, and a benchmark
     without optimizer steps would skip work real training does."""
     mixer_params, mlp_params = params
-    listed = mixer_params + mlp_params
+    listed = ([mixer_params[i] for i in _MIXER_CAST] if mixer_params else []) + (
+        [mlp_params[i] for i in _MLP_CAST] if mlp_params else [])
 
     def make():
         cast = iter(_cast_group([t for t in listed if t is not None], dtype))
         flat = [next(cast) if t is not None else None for t in listed]
-        mixer, mlp = flat[:len(mixer_params)] or None, flat[len(mixer_params):] or None
-        if mixer is not None:
+        mixer, mlp = None, None
+        if mixer_params:
             op = block.op
             routes, width_dbl, dim = op.x_proj_weight.shape
-            x_proj, dt_weights = mixer[6], mixer[7]
+            w_in, b_in, w_conv, b_conv, x_proj, dt_weights, w_out, b_out = flat[:len(_MIXER_CAST)]
             # the dt weights as one (K*Di, K*(R+2N)) matrix that reads whole x_proj rows (zeros at B, C)
-            mixer += [x_proj.reshape(routes * width_dbl, dim), block_diagonal(dt_weights, block_cols=width_dbl),
-                      op.A_logs.float()]
+            mixer = (w_in, b_in, w_conv, b_conv, w_out, b_out, x_proj.reshape(routes * width_dbl, dim),
+                     block_diagonal(dt_weights, block_cols=width_dbl), op.A_logs.float())
+        if mlp_params:
+            mlp = tuple(flat[-len(_MLP_CAST):])
         return mixer, mlp
 
     if not cache:
         return make()
     kinds = (bool(mixer_params), bool(mlp_params))
-    return cached_derived(block, ("branch_weights", kinds, dtype), [t for t in listed if t is not None], make)
+    sources = [t for t in listed if t is not None] + ([block.op.A_logs] if mixer_params else [])
+    return cached_derived(block, ("branch_weights", kinds, dtype), sources, make)
 
 
 # ----------------------------------------------------------------------------- pieces
-def _ln_forward(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype, weight: _TensorOpt,
-                bias: _TensorOpt) -> Tuple[Tensor, Tuple[Tensor, ...], bool]:
+def _ln_forward(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype, weight: Tensor,
+                bias: Tensor) -> Tuple[Tensor, Tuple[Tensor, ...], bool]:
     """LayerNorm of ``x`` (..., C) in ``dtype`` with fp32 statistics; ``weight``, ``bias``: the norm's parameters
-    cast to ``dtype`` (PyTorch's kernel needs them so; the Triton kernel reads the fp32 ones as they are).
+    (the Triton kernel reads them as they are; PyTorch's kernel gets them cast to ``dtype``).
 
     Returns (y, saved, triton): ``saved`` = (input as normalised (``x`` in ``dtype``), mean, rstd, weight,
     bias as used) for :func:`_ln_backward`."""
@@ -153,8 +165,9 @@ def _ln_forward(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype, weight: _Tens
 
     x = x.to(dtype)
     if use_triton_layer_norm(x, norm):
-        y, mean, rstd = _ln_fwd(x, norm.weight, norm.bias, norm.eps, dtype)
-        return y, (x, mean, rstd, norm.weight, norm.bias), True
+        y, mean, rstd = _ln_fwd(x, weight, bias, norm.eps, dtype)
+        return y, (x, mean, rstd, weight, bias), True
+    weight, bias = weight.to(dtype), bias.to(dtype)
     y, mean, rstd = torch.native_layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
     return y, (x, mean, rstd, weight, bias), False
 
@@ -194,7 +207,8 @@ def _linear_grads(dout: Tensor, inp: Tensor, weight: Tensor, has_bias: bool) -> 
 
 def _grads_as_params(grads: Sequence[_TensorOpt], params: Sequence[_TensorOpt]) -> List[_TensorOpt]:
     """``grads`` reshaped to their parameters' shapes and cast to their dtypes; the casts (gradients a kernel
-    wrote in the compute dtype) are done together by one :func:`_cast_group` per parameter dtype."""
+    wrote in the compute dtype) are done together by one :func:`_cast_group` per parameter dtype where there
+    are more than two."""
     out: List[_TensorOpt] = []
     to_cast: Dict[torch.dtype, List[int]] = {}
     for grad, param in zip(grads, params, strict=True):
@@ -207,15 +221,19 @@ def _grads_as_params(grads: Sequence[_TensorOpt], params: Sequence[_TensorOpt]) 
             to_cast.setdefault(param.dtype, []).append(len(out))
         out.append(grad)
     for dtype, positions in to_cast.items():
+        if len(positions) <= 2:  # (the depth-wise conv's weight and bias) a flat cast pays off for more
+            for i in positions:
+                out[i] = out[i].to(dtype)
+            continue
         for position, cast in zip(positions, _cast_group([out[i].contiguous() for i in positions], dtype)):
             out[position] = cast
     return out
 
 
 # ----------------------------------------------------------------------------- mixer branch
-def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, weights: List[_TensorOpt], save: bool):
-    """Forward of ``op(norm(x))`` with ``weights`` from :func:`_branch_weights`; returns (out, saved or None).
-    x: (B, H, W, C)."""
+def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, params: List[_TensorOpt], weights, save: bool):
+    """Forward of ``op(norm(x))`` with ``params`` (:func:`_mixer_params`) and ``weights`` (their compute-dtype
+    forms, :func:`_branch_weights`); returns (out, saved or None).  x: (B, H, W, C)."""
     from vmamba_zoo_kernels.triton_scan import scan_fwd
 
     op = block.op
@@ -226,9 +244,9 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, weights: Lis
     routes, pixels = route_index.shape[0], height * width
     width_dbl = rank + 2 * n_state
     conv = op.conv2d
-    n_w, n_b, w_in, b_in, w_conv, b_conv, _, _, _, _, _, on_w, on_b, w_out, b_out, wx, wdt, a_logs = weights
+    w_in, b_in, w_conv, b_conv, w_out, b_out, wx, wdt, a_logs = weights
 
-    h, ln1, tri1 = _ln_forward(x, block.norm, dtype, n_w, n_b)
+    h, ln1, tri1 = _ln_forward(x, block.norm, dtype, params[0], params[1])
     u = F.linear(h, w_in, b_in).permute(0, 3, 1, 2)  # (B, Di, H, W) in channels-last memory
     c = F.conv2d(u, w_conv, b_conv, conv.stride, conv.padding, conv.dilation, conv.groups)
     a = F.silu(c)
@@ -238,11 +256,11 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, weights: Lis
     delta = F.linear(x_rows, wdt).transpose(1, 2)  # (B, K*Di, P), pixel-major
     bs = x_dbl[..., rank:rank + n_state].permute(0, 2, 3, 1)
     cs = x_dbl[..., rank + n_state:].permute(0, 2, 3, 1)
-    ds, dt_bias = op.Ds.float(), op.dt_projs_bias.float().reshape(-1)
+    ds, dt_bias = params[10].float(), params[8].float().view(-1)
     y, chunk_states = scan_fwd(a_pm.transpose(1, 2), delta, a_logs, bs, cs, ds, None, dt_bias, None, True, False,
                                False, torch.float32, route_index, covers_all, a_is_log=True)
     y = y.transpose(1, 2).view(batch, height, width, dim)  # fp32, contiguous
-    yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, on_w, on_b)
+    yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, params[11], params[12])
     out = F.linear(yn, w_out, b_out)
     if not save:
         return out, None
@@ -273,16 +291,16 @@ def _mixer_backward(block: nn.Module, dout: Tensor, tensors, flags, dtype: torch
     delta = F.linear(x_rows, wdt).transpose(1, 2)
     bs = x_dbl[..., rank:rank + n_state].permute(0, 2, 3, 1)
     cs = x_dbl[..., rank + n_state:].permute(0, 2, 3, 1)
-    du_scan, ddelta, d_a_logs, dB, dC, dD, _, dbias, _ = scan_bwd(
+    du_scan, ddelta, d_a_logs, d_bc_rows, _, dD, _, dbias, _ = scan_bwd(
         a_pm.transpose(1, 2), delta, a_logs, bs, cs, ds, None, dt_bias, None, chunk_states,
         dy.view(batch, pixels, dim).transpose(1, 2), None, True, False, False, False, route_index, covers_all,
-        a_is_log=True)
+        a_is_log=True, reduce_bc=False)
     ddelta = ddelta.transpose(1, 2).reshape(-1, ddelta.shape[1])  # (B*P, K*Di), a view (pixel-major)
-    dx_dbl2 = ddelta @ wdt  # (B*P, K*(R+2N)): the dt features' gradient, zeros at B and C ...
-    dx_dbl = dx_dbl2.view(batch, pixels, routes, width_dbl)
-    dx_dbl[..., rank:rank + n_state] = dB.permute(0, 3, 1, 2)  # ... which take the scan's gradients
-    dx_dbl[..., rank + n_state:] = dC.permute(0, 3, 1, 2)
-    d_wdt = _weight_grad(ddelta, x_rows.reshape(-1, routes * width_dbl))
+    dx_dbl2 = ddelta @ wdt  # (B*P, K*(R+2N)): the dt features' gradient, zeros at B and C, ...
+    # ... where dB and dC go, summed over the scan's channel tiles: (2, B, K, N, P) view of the B, C columns
+    d_bc = dx_dbl2.view(batch, pixels, routes, width_dbl)[..., rank:].unflatten(3, (2, n_state)).permute(3, 0, 2, 4, 1)
+    torch.sum(d_bc_rows, 3, out=d_bc)
+    d_wdt = _weight_grad(ddelta, x_rows.view(-1, routes * width_dbl))
     d_wx = _weight_grad(dx_dbl2, a_pm.reshape(-1, dim))
     d_a = (dx_dbl2 @ wx).view(batch, pixels, dim)
     d_a += du_scan.transpose(1, 2)
@@ -308,12 +326,12 @@ def _mixer_params(block: nn.Module) -> List[_TensorOpt]:
 
 
 # ----------------------------------------------------------------------------- MLP branch
-def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, weights: List[_TensorOpt], save: bool):
-    """Forward of ``mlp(norm2(x))`` with ``weights`` from :func:`_branch_weights`; returns (out, saved or None).
-    x: (B, H, W, C)."""
+def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, params: List[_TensorOpt], weights, save: bool):
+    """Forward of ``mlp(norm2(x))`` with ``params`` (:func:`_mlp_params`) and ``weights`` (the GEMMs' in the compute
+    dtype, :func:`_branch_weights`); returns (out, saved or None).  x: (B, H, W, C)."""
     mlp = block.mlp
-    n_w, n_b, w1, b1, w2, b2 = weights  # in the order of _mlp_params
-    h, ln, tri = _ln_forward(x, block.norm2, dtype, n_w, n_b)
+    w1, b1, w2, b2 = weights
+    h, ln, tri = _ln_forward(x, block.norm2, dtype, params[0], params[1])
     g = F.linear(h, w1, b1)
     act = F.gelu(g, approximate=mlp.act.approximate)
     out = F.linear(act, w2, b2)
@@ -369,11 +387,11 @@ def _run(block: nn.Module, plan: _Plan, x: Tensor, dtype: torch.dtype, scales: T
     tensors: Tuple[Tensor, ...] = ()
     flags = []
     h = x
-    for runs, forward, weights, scale in ((with_mixer, _mixer_forward, mixer_w, scales[0]),
-                                          (with_mlp, _mlp_forward, mlp_w, scales[1])):
+    for runs, forward, branch_params, weights, scale in ((with_mixer, _mixer_forward, params[0], mixer_w, scales[0]),
+                                                         (with_mlp, _mlp_forward, params[1], mlp_w, scales[1])):
         if not runs:
             continue
-        out, saved = forward(block, h, dtype, weights, save)
+        out, saved = forward(block, h, dtype, branch_params, weights, save)
         h = _residual(h, out, scale) if residual else out
         if save:
             tensors += saved[0]
