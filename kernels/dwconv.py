@@ -19,6 +19,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .launch import CachedLauncher
+
 __all__ = ["dwconv3x3_channels_last_triton"]
 
 #: (BLOCK_W, BLOCK_C, num_warps).  H200 sweep of 10 tiles (batch 128, bf16; benchmarks/dwconv_tiles_h200.json)
@@ -68,6 +70,9 @@ def _dwconv3x3_kernel(x_ptr, w_ptr, b_ptr, y_ptr, H, W, C,
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+_launch_dwconv3x3 = CachedLauncher(_dwconv3x3_kernel)
+
+
 def dwconv3x3_channels_last_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, silu: bool = False,
                                    residual: bool = False, out_dtype: Optional[torch.dtype] = None,
                                    tiles: Optional[Tuple[int, int, int]] = None) -> Tensor:
@@ -96,7 +101,7 @@ def dwconv3x3_channels_last_triton(x: Tensor, weight: Tensor, bias: Optional[Ten
     y = torch.empty(batch, height, width, channels, device=x.device, dtype=out_dtype or x.dtype)
     block_w, block_c, num_warps = tiles if tiles is not None else DEFAULT_TILES
     grid = (batch * height * triton.cdiv(width, block_w), triton.cdiv(channels, block_c))
-    _dwconv3x3_kernel[grid](x, taps, bias32, y, height, width, channels, x.stride(0), x.stride(2), x.stride(3),
+    _launch_dwconv3x3[grid](x, taps, bias32, y, height, width, channels, x.stride(0), x.stride(2), x.stride(3),
                             HAS_BIAS=bias is not None, SILU=silu, RESIDUAL=residual,
                             BLOCK_W=block_w, BLOCK_C=block_c, num_warps=num_warps)
     return y.permute(0, 3, 1, 2)

@@ -122,6 +122,8 @@ class CachedLauncher:
         key = (device, pointers, args[n_pointers:], tuple([kwargs[n] for n in option_names]), option_names)
         compiled = self._compiled.get(key)
         if compiled is not None:
+            if len(grid) != 3:  # the compiled kernel's launch takes all three grid dimensions
+                grid = (tuple(grid) + (1, 1))[:3]
             compiled[grid](*args, stream=stream)
             return
         # a new key: check the arguments' layout (a misplaced tensor lands here)

@@ -25,6 +25,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .launch import CachedLauncher
+
 __all__ = ["sasf_readout_triton"]
 
 #: (BLOCK_P, BLOCK_D, channels vary fastest between threads), chosen by the layout of u (the states h
@@ -90,6 +92,9 @@ def sasf_readout_kernel(h_ptr, c_ptr, u_ptr, dskip_ptr, taps_ptr, y_ptr,
     tl.store(y_ptr + b * L * D + pix * D + dd, y, mask=mask)
 
 
+_launch_sasf_readout = CachedLauncher(sasf_readout_kernel)
+
+
 def sasf_readout_triton(h: Tensor, c: Tensor, u: Tensor, d_skip: Tensor, taps: Tensor, height: int, width: int,
                         dilations: Sequence[int], tiles: Optional[Tuple[int, int, bool]] = None) -> Tensor:
     """Fused SASF + read-out (no autograd).
@@ -121,7 +126,7 @@ def sasf_readout_triton(h: Tensor, c: Tensor, u: Tensor, d_skip: Tensor, taps: T
         tiles = PIXEL_MAJOR_TILES if dim > 1 and u.stride(1) == 1 else CHANNEL_MAJOR_TILES
     block_p, block_d, d_fast = tiles
     grid = (-(-length // block_p), -(-dim // block_d), batch)
-    sasf_readout_kernel[grid](h, c, u, d_skip, taps, out, dim, height, width,
+    _launch_sasf_readout[grid](h, c, u, d_skip, taps, out, dim, height, width,
                               *h.stride(), *c.stride(), *u.stride(),
                               DIL0=int(dilations[0]), DIL1=int(dilations[1]), DIL2=int(dilations[2]),
                               BLOCK_D=block_d, BLOCK_P=block_p, D_FAST=d_fast, num_warps=4)

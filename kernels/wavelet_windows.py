@@ -24,6 +24,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .launch import CachedLauncher
+
 __all__ = ["haar_source_map_triton", "haar_merge_triton", "WINDOW_SIZE"]
 
 #: coefficients per window the kernels take (two packet levels: a 4 x 4 block, 16 subbands)
@@ -75,6 +77,10 @@ def _haar_merge_kernel(y_ptr, k_ptr, out_ptr, H, W, D, n_wj, rows,
     tl.store(out_ptr + (b * H * W + pix[:, None]) * D + d[None, :], pixels.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+_launch_haar_source_map = CachedLauncher(_haar_source_map_kernel)
+_launch_haar_merge = CachedLauncher(_haar_merge_kernel)
+
+
 def _windows(height: int, width: int) -> tuple:
     n_wi, n_wj = -(-height // _SIDE), -(-width // _SIDE)
     return n_wi * n_wj, n_wj
@@ -104,7 +110,7 @@ def haar_source_map_triton(x: Tensor, kernel: Tensor, height: int, width: int) -
     rows = pixels + n_windows * WINDOW_SIZE
     src = torch.empty(batch, rows, dim, device=x.device, dtype=x.dtype)
     grid = (n_windows, triton.cdiv(dim, _BLOCK_D), batch)
-    _haar_source_map_kernel[grid](x, _check_kernel(kernel), src, height, width, dim, n_wj, rows,
+    _launch_haar_source_map[grid](x, _check_kernel(kernel), src, height, width, dim, n_wj, rows,
                                   SIDE=_SIDE, S=WINDOW_SIZE, BLOCK_D=_BLOCK_D, num_warps=4)
     return src
 
@@ -127,6 +133,6 @@ def haar_merge_triton(y: Tensor, kernel: Tensor, height: int, width: int) -> Ten
                          f"with strides {y.stride()}")
     out = torch.empty(batch, height, width, dim, device=y.device, dtype=y.dtype)
     grid = (n_windows, triton.cdiv(dim, _BLOCK_D), batch)
-    _haar_merge_kernel[grid](y, _check_kernel(kernel), out, height, width, dim, n_wj, rows,
+    _launch_haar_merge[grid](y, _check_kernel(kernel), out, height, width, dim, n_wj, rows,
                              SIDE=_SIDE, S=WINDOW_SIZE, BLOCK_D=_BLOCK_D, num_warps=4)
     return out

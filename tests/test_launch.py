@@ -15,6 +15,8 @@ class _FakeCompiled:
         self.log, self.tag = log, tag
 
     def __getitem__(self, grid):
+        assert len(grid) == 3, "CompiledKernel[grid] takes three grid dimensions"
+
         def run(*args, stream=None):
             self.log.append(("compiled", self.tag, grid, args, stream))
         return run
@@ -49,7 +51,7 @@ def test_second_call_with_the_same_layout_launches_the_compiled_kernel():
     assert kernel.compiles == 1
     assert kernel.log[0] == ("triton", (4,), (x, y, 32, 8), {"num_warps": 4})  # constexpr passed by position
     kind, tag, grid, args, stream = kernel.log[1]
-    assert (kind, tag, grid, stream) == ("compiled", 1, (5,), "stream0") and args == (x, y, 32, 8)
+    assert (kind, tag, grid, stream) == ("compiled", 1, (5, 1, 1), "stream0") and args == (x, y, 32, 8)
 
 
 @pytest.mark.parametrize("change", ["scalar", "constexpr", "option", "dtype", "alignment"])

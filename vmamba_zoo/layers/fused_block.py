@@ -154,17 +154,31 @@ def _branch_weights(block: nn.Module, params: Tuple[List[_TensorOpt], List[_Tens
 
 
 # ----------------------------------------------------------------------------- pieces
-def _ln_forward(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype, weight: Tensor,
-                bias: Tensor) -> Tuple[Tensor, Tuple[Tensor, ...], bool]:
+#: Widest rows for which a training step's LayerNorms run the Triton kernels.  H100, bf16, forward / backward
+#: GPU ms, PyTorch vs Triton, at VMamba-T's maps (batch 128): C 96: 0.45 / 0.41 vs 0.06 / 0.15; C 192: 0.13 /
+#: 0.16 vs 0.05 / 0.11; C 384: 0.04 / 0.14 vs 0.04 / 0.07; C 768: 0.02 / 0.04 vs 0.04 / 0.10.
+_TRAIN_TRITON_MAX_CHANNELS = 512
+
+
+def _ln_forward(x: Tensor, norm: nn.LayerNorm, dtype: torch.dtype, weight: Tensor, bias: Tensor,
+                training: bool) -> Tuple[Tensor, Tuple[Tensor, ...], bool]:
     """LayerNorm of ``x`` (..., C) in ``dtype`` with fp32 statistics; ``weight``, ``bias``: the norm's parameters
-    (the Triton kernel reads them as they are; PyTorch's kernel gets them cast to ``dtype``).
+    (the Triton kernel reads them as they are; PyTorch's kernel gets them cast to ``dtype``).  ``training``
+    (a backward follows): the Triton kernels up to 512 channels, where PyTorch's LayerNorm backward is the
+    slower (its weight/bias-gradient kernel; see ``_TRAIN_TRITON_MAX_CHANNELS``); inference follows the
+    modules' choice (:func:`~vmamba_zoo.layers.norm.use_triton_layer_norm`).
 
     Returns (y, saved, triton): ``saved`` = (input as normalised (``x`` in ``dtype``), mean, rstd, weight,
     bias as used) for :func:`_ln_backward`."""
-    from vmamba_zoo_kernels.layer_norm import _ln_fwd
+    from vmamba_zoo_kernels.layer_norm import _ln_fwd, supports_triton_layer_norm
 
     x = x.to(dtype)
-    if use_triton_layer_norm(x, norm):
+    if training:
+        triton = (x.is_cuda and x.shape[-1] <= _TRAIN_TRITON_MAX_CHANNELS
+                  and supports_triton_layer_norm(x, norm.normalized_shape))
+    else:
+        triton = use_triton_layer_norm(x, norm)
+    if triton:
         y, mean, rstd = _ln_fwd(x, weight, bias, norm.eps, dtype)
         return y, (x, mean, rstd, weight, bias), True
     weight, bias = weight.to(dtype), bias.to(dtype)
@@ -246,7 +260,7 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, params: List
     conv = op.conv2d
     w_in, b_in, w_conv, b_conv, w_out, b_out, wx, wdt, a_logs = weights
 
-    h, ln1, tri1 = _ln_forward(x, block.norm, dtype, params[0], params[1])
+    h, ln1, tri1 = _ln_forward(x, block.norm, dtype, params[0], params[1], save)
     u = F.linear(h, w_in, b_in).permute(0, 3, 1, 2)  # (B, Di, H, W) in channels-last memory
     c = F.conv2d(u, w_conv, b_conv, conv.stride, conv.padding, conv.dilation, conv.groups)
     a = F.silu(c)
@@ -260,7 +274,7 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, params: List
     y, chunk_states = scan_fwd(a_pm.transpose(1, 2), delta, a_logs, bs, cs, ds, None, dt_bias, None, True, False,
                                False, torch.float32, route_index, covers_all, a_is_log=True)
     y = y.transpose(1, 2).view(batch, height, width, dim)  # fp32, contiguous
-    yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, params[11], params[12])
+    yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, params[11], params[12], save)
     out = F.linear(yn, w_out, b_out)
     if not save:
         return out, None
@@ -331,7 +345,7 @@ def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, params: List[_
     dtype, :func:`_branch_weights`); returns (out, saved or None).  x: (B, H, W, C)."""
     mlp = block.mlp
     w1, b1, w2, b2 = weights
-    h, ln, tri = _ln_forward(x, block.norm2, dtype, params[0], params[1])
+    h, ln, tri = _ln_forward(x, block.norm2, dtype, params[0], params[1], save)
     g = F.linear(h, w1, b1)
     act = F.gelu(g, approximate=mlp.act.approximate)
     out = F.linear(act, w2, b2)
