@@ -112,14 +112,17 @@ class CachedLauncher:
         param_names, option_names = self._split_keywords(tuple(kwargs))
         args = args + tuple([kwargs[n] for n in param_names])  # every parameter, in signature order
         device, stream = self._current_stream()
-        # what Triton's choice of variant depends on: pointer dtypes and 16-byte alignment, the values of the
-        # other parameters (scalars and constexprs), the launch options and the device
+        # what Triton's choice of variant depends on: pointer dtypes and 16-byte alignment, the values and types
+        # of the other parameters (scalars and constexprs; 1, 1.0 and True are equal keys but not equal to
+        # Triton), the launch options and the device
         try:
             pointers = tuple([(t.dtype, t.data_ptr() % 16 == 0) for t in args[:n_pointers]])
         except AttributeError:  # not a tensor where the first call had one
             self._pointer_count(args)
             raise
-        key = (device, pointers, args[n_pointers:], tuple([kwargs[n] for n in option_names]), option_names)
+        scalars = args[n_pointers:]
+        key = (device, pointers, scalars, tuple(map(type, scalars)), tuple([kwargs[n] for n in option_names]),
+               option_names)
         compiled = self._compiled.get(key)
         if compiled is not None:
             if len(grid) != 3:  # the compiled kernel's launch takes all three grid dimensions

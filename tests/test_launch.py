@@ -54,7 +54,7 @@ def test_second_call_with_the_same_layout_launches_the_compiled_kernel():
     assert (kind, tag, grid, stream) == ("compiled", 1, (5, 1, 1), "stream0") and args == (x, y, 32, 8)
 
 
-@pytest.mark.parametrize("change", ["scalar", "constexpr", "option", "dtype", "alignment"])
+@pytest.mark.parametrize("change", ["scalar", "scalar_type", "constexpr", "option", "dtype", "alignment"])
 def test_a_call_differing_in_what_triton_specialises_on_goes_through_triton(change):
     kernel = _FakeKernel()
     launch = _launcher(kernel)
@@ -63,6 +63,8 @@ def test_a_call_differing_in_what_triton_specialises_on_goes_through_triton(chan
     args, kwargs = [x, y, 32], dict(BLOCK=8, num_warps=4)
     if change == "scalar":
         args[2] = 33
+    elif change == "scalar_type":
+        args[2] = 32.0  # equal to 32 as a dict key, another type to Triton
     elif change == "constexpr":
         kwargs["BLOCK"] = 16
     elif change == "option":
