@@ -11,8 +11,8 @@ that bounds that step's speed.
 
 :class:`CachedLauncher` keys the compiled variant on a finer and cheaper
 description of the call: each pointer argument's dtype and alignment, and the
-exact values of all other arguments (Triton specialises on them through their
-values only).  A call with a new key goes through Triton's own launch, which
+exact values and types of all other arguments (Triton specialises on them
+through their values and types only).  A call with a new key goes through Triton's own launch, which
 compiles if needed and returns the compiled kernel; later calls with that key
 launch it through ``CompiledKernel[grid]`` (the launch Triton's own path ends
 in, with the same launch hooks).  Under Triton's interpreter

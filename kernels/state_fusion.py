@@ -127,7 +127,7 @@ def sasf_readout_triton(h: Tensor, c: Tensor, u: Tensor, d_skip: Tensor, taps: T
     block_p, block_d, d_fast = tiles
     grid = (-(-length // block_p), -(-dim // block_d), batch)
     _launch_sasf_readout[grid](h, c, u, d_skip, taps, out, dim, height, width,
-                              *h.stride(), *c.stride(), *u.stride(),
-                              DIL0=int(dilations[0]), DIL1=int(dilations[1]), DIL2=int(dilations[2]),
-                              BLOCK_D=block_d, BLOCK_P=block_p, D_FAST=d_fast, num_warps=4)
+                               *h.stride(), *c.stride(), *u.stride(),
+                               DIL0=int(dilations[0]), DIL1=int(dilations[1]), DIL2=int(dilations[2]),
+                               BLOCK_D=block_d, BLOCK_P=block_p, D_FAST=d_fast, num_warps=4)
     return out.transpose(1, 2)

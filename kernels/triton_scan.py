@@ -647,11 +647,11 @@ def scan_fwd(
                  GATHER=gather, COVERS_ALL=covers_all, A_LOG=a_is_log, num_warps=num_warps)
     if sequential is not None:
         _launch_fwd_seq[grid](u, delta, A, B, C, *params, out, states, index_arg, *sizes, *in_strides,
-                                   *_strides(out, 3), *bc_strides, **flags)
+                              *_strides(out, 3), *bc_strides, **flags)
     else:
         _launch_fwd[grid](u, delta, A, B, C, *params, y_arg, states, hs_arg, index_arg, *sizes, *in_strides,
-                               *(_strides(out, 3) if not return_states else (0, 0, 0)), *bc_strides,
-                               RETURN_STATES=return_states, **flags)
+                          *(_strides(out, 3) if not return_states else (0, 0, 0)), *bc_strides,
+                          RETURN_STATES=return_states, **flags)
     return out, states
 
 

@@ -147,3 +147,29 @@ def test_fused_core_compiles_fullgraph():
     compiled = torch.compile(lambda t: ss2d_core_fused(mixer, t, backend="triton"), fullgraph=True,
                              backend="aot_eager")
     torch.testing.assert_close(compiled(x), eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+@pytest.mark.parametrize("gather", [True, False])  # per-tile rows (fused routes); atomically accumulated (T = 1)
+def test_scan_bwd_returns_unreduced_bc_rows_that_sum_to_db_dc(gather):
+    """reduce_bc=False: one (2, B, G, T, N, P) tensor whose sum over dim 3 is (dB, dC) of reduce_bc=True."""
+    from vmamba_zoo_kernels.triton_scan import scan_bwd, scan_fwd
+
+    torch.manual_seed(6)
+    batch, routes, per_route, pixels, n_state = 2, 4, 32, 8, 2
+    dim = per_route if gather else routes * per_route  # the shared map, or every route's rows
+    u = torch.randn(batch, pixels, dim, device=DEVICE).transpose(1, 2)
+    delta = torch.randn(batch, pixels, routes * per_route, device=DEVICE).transpose(1, 2)
+    a_logs = torch.randn(routes * per_route, n_state, device=DEVICE) * 0.3
+    bs, cs = (torch.randn(batch, routes, n_state, pixels, device=DEVICE) for _ in range(2))
+    args = (u, delta, a_logs, bs, cs, None, None, None, None)
+    index = torch.arange(pixels, dtype=torch.int32).repeat(routes, 1).to(DEVICE) if gather else None
+    common = dict(route_index=index, covers_all=gather, a_is_log=True)
+    _, states = scan_fwd(*args, True, False, False, torch.float32, **common)
+    dy = torch.randn(batch, dim, pixels, device=DEVICE)
+    reduced = scan_bwd(*args, states, dy, None, True, False, False, False, **common)
+    rows = scan_bwd(*args, states, dy, None, True, False, False, False, reduce_bc=False, **common)
+    tiles = 2 if gather else 1  # 32 channels in 16-channel tiles, or one atomically accumulated row
+    assert rows[4] is None and rows[3].shape[:4] == (2, batch, routes, tiles)
+    torch.testing.assert_close(rows[3].sum(3)[0], reduced[3])
+    torch.testing.assert_close(rows[3].sum(3)[1], reduced[4])
