@@ -51,8 +51,14 @@ def pick_tiles(dim: int, per_group: int, length: int, n_state: int, pixel_major:
         # tile), 64-step chunks.  Forward: 16 channels x 2 warps, 1.40 / 0.72 / 0.36 / 0.16 ms at
         # D96 56x56 / D192 28x28 / D384 14x14 / D768 7x7 (32 x 8 warps: 1.94 / 0.80 / 0.43 / 0.22).
         # Backward: 8 channels x 2 warps on long routes (3.90 ms at 56x56; 16 channels: 4.70), 16 channels
-        # x 2 warps on short ones (1.10 / 0.56 ms at 14x14 / 7x7; 8 channels: 1.33 / 0.78).
+        # x 2 warps on short ones (1.10 / 0.56 ms at 14x14 / 7x7; 8 channels: 1.33 / 0.78).  Since the
+        # backward prefetches the next chunk (tiles of at most 8 elements per thread): 8 x 64 at 56x56 (3.19-3.33
+        # ms); with few states 16 x 32 chunks between 64 and 2048 steps (N = 1, D192 28x28: 1.52 ms, 8 x 64:
+        # 1.60, 16 x 64: 1.86; D384 14x14, 196 steps: 0.83 ms, 16 x 64: 1.10).  Wide states (N >= 8, which
+        # the backward does not prefetch) keep 64-step chunks.
         block_l = min(64, max(16, _next_pow2(length)))
+        if 64 < length < 2048 and n_state < SEQUENTIAL_MIN_STATES:
+            block_l = 32
         bwd_bd = 8 if length >= 2048 else 16
         return Tiles(block_l, _largest_pow2_divisor(per_group, 16), 2, _largest_pow2_divisor(per_group, bwd_bd), 2)
     # H100 sweep (tools/tune_scan.py, benchmarks/scan_tune_h100.txt): 256-step chunks; one or more rows

@@ -59,6 +59,15 @@ __all__ = ["scan_fwd", "scan_bwd"]
 
 LOG2E = 1.4426950408889634
 
+#: The backward loads the next chunk's inputs during the current chunk (and the merged du before the scans) when
+#: every thread holds at most ``BWD_PREFETCH_MAX_PER_THREAD`` elements of a tile and there are at most
+#: ``BWD_PREFETCH_MAX_STATES`` states (the held tiles then fit in registers; with many states a chunk's work is
+#: long anyway).  H100, fused routes, batch 128, N = 1, ms at D96 56x56 (8 x 64 tiles, 2 warps): 3.56-3.74
+#: without, 3.19-3.33 with; with 16 x 64 tiles (2 warps) its registers spill and it is slower (D192 28x28:
+#: 1.9 -> 2.3); with N = 16 a training step of vanilla_vmamba_tiny was slower with it (212 -> 190 img/s).
+BWD_PREFETCH_MAX_PER_THREAD = 8
+BWD_PREFETCH_MAX_STATES = 4
+
 
 @triton.jit
 def _combine(a1, b1, a2, b2):
@@ -139,13 +148,20 @@ def _fwd_route(
     st_mask = mask_d[:, None] & mask_n[None, :]
     carry = _state_tile(h0_ptr, b, dim, offs_d64, offs_n, N, st_mask, BLOCK_D, NP, HAS_H0)
 
+    # (loading the next chunk's inputs during this one, as the backward does, made it slower: H100, D96 56x56,
+    # 16 x 64 tiles, 1.29-1.36 -> 1.74 ms)
     for c in range(n_chunks):
-        s = c * BLOCK_L + cols
-        pos, mask_l, mask_p = _chunk_positions(idx_ptr, g, s, L, GATHER, REVERSE)
+        pos, mask_l, mask_p, u, dt = _fwd_chunk_inputs(u_ptr, delta_ptr, idx_ptr, b, g, c, L, u_rows, offs_d64, mask_d,
+                                                       cols, s_ub, s_ud, s_up, s_db, s_dd, s_dp, BLOCK_L, REVERSE,
+                                                       GATHER)
         mstep = mask_d[:, None] & mask_l[None, :]  # steps of the sequence (not the tail of the last chunk)
         m2 = mask_d[:, None] & mask_p[None, :]  # elements that exist in memory
-        u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, mask=m2, other=0.0).to(tl.float32)
-        dt = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp, mask=m2, other=0.0).to(tl.float32)
+        if GATHER and not RETURN_STATES:  # the merged output this route adds onto, read before the scans
+            # (its latency then hides behind them; H100, D96 56x56: 1.37 -> 1.29-1.36 ms)
+            o_ptrs = out_ptr + b * s_ob + u_rows[:, None] * s_od + pos[None, :] * s_op
+            merged = tl.load(o_ptrs, mask=m2 & keep_merged, other=0.0)
+        u = u.to(tl.float32)
+        dt = dt.to(tl.float32)
         if HAS_BIAS:
             dt = dt + bias[:, None]
         if SOFTPLUS:
@@ -181,8 +197,7 @@ def _fwd_route(
                 y = y * zz / (1.0 + tl.exp(-zz))
             if GATHER:  # merge: add onto the pixels (this program alone owns these channels; a route
                 # visits a pixel at most once, so no two lanes of one chunk touch the same element)
-                o_ptrs = out_ptr + b * s_ob + u_rows[:, None] * s_od + pos[None, :] * s_op
-                tl.store(o_ptrs, tl.load(o_ptrs, mask=m2 & keep_merged, other=0.0) + y, mask=m2)
+                tl.store(o_ptrs, merged + y, mask=m2)
             else:
                 tl.store(out_ptr + b * s_ob + offs_d64[:, None] * s_od + pos[None, :] * s_op, y.to(out_ptr.dtype.element_ty),
                          mask=m2)
@@ -382,6 +397,7 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
     PARTIALS: tl.constexpr, GATHER: tl.constexpr, COVERS_ALL: tl.constexpr, A_LOG: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -410,7 +426,7 @@ def _scan_bwd_kernel(
             s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
             s_Bb, s_Bg, s_Bn, s_Bp, s_Cb, s_Cg, s_Cn, s_Cp,
             BLOCK_D, BLOCK_L, NP, HAS_D, HAS_Z, HAS_BIAS, HAS_H0, HAS_DLAST, SOFTPLUS, REVERSE, RETURN_STATES,
-            PARTIALS, GATHER, A_LOG,
+            PARTIALS, GATHER, A_LOG, PREFETCH,
         )
         if GATHER:
             tl.debug_barrier()  # the next route reads back what this one added to du
@@ -428,7 +444,7 @@ def _bwd_route(
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr, RETURN_STATES: tl.constexpr,
-    PARTIALS: tl.constexpr, GATHER: tl.constexpr, A_LOG: tl.constexpr,
+    PARTIALS: tl.constexpr, GATHER: tl.constexpr, A_LOG: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     """One route (or one row tile) of the backward: chunks in reverse order, rows ``offs_d`` of batch row ``b``."""
     st_mask = mask_d[:, None] & mask_n[None, :]
@@ -442,14 +458,33 @@ def _bwd_route(
     dD_acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
 
+    # PREFETCH: the inputs of the chunk before are loaded while this one computes (a chunk's work is short
+    # against a load's latency); it holds three more tiles in registers, so only small tiles use it
+    pos_n, ml_n, mp_n, u_n, raw_n, dout_n, z_n = _bwd_chunk_inputs(
+        u_ptr, delta_ptr, dout_ptr, z_ptr, idx_ptr, b, g, n_chunks - 1, L, u_rows, offs_d64, mask_d, cols,
+        s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
+        BLOCK_L, HAS_Z, REVERSE, RETURN_STATES, GATHER)
     for ci in range(n_chunks):
         c = n_chunks - 1 - ci
-        s = c * BLOCK_L + cols
-        pos, mask_l, mask_p = _chunk_positions(idx_ptr, g, s, L, GATHER, REVERSE)
+        if PREFETCH:
+            pos, mask_l, mask_p, u, raw, dout, zz = pos_n, ml_n, mp_n, u_n, raw_n, dout_n, z_n
+            pos_n, ml_n, mp_n, u_n, raw_n, dout_n, z_n = _bwd_chunk_inputs(
+                u_ptr, delta_ptr, dout_ptr, z_ptr, idx_ptr, b, g, tl.maximum(c - 1, 0), L, u_rows, offs_d64,
+                mask_d, cols, s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
+                BLOCK_L, HAS_Z, REVERSE, RETURN_STATES, GATHER)
+        else:
+            pos, mask_l, mask_p, u, raw, dout, zz = _bwd_chunk_inputs(
+                u_ptr, delta_ptr, dout_ptr, z_ptr, idx_ptr, b, g, c, L, u_rows, offs_d64, mask_d, cols,
+                s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
+                BLOCK_L, HAS_Z, REVERSE, RETURN_STATES, GATHER)
         mstep = mask_d[:, None] & mask_l[None, :]  # steps of the sequence (not the tail of the last chunk)
         m2 = mask_d[:, None] & mask_p[None, :]  # elements that exist in memory
-        u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, mask=m2, other=0.0).to(tl.float32)
-        raw = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp, mask=m2, other=0.0).to(tl.float32)
+        if GATHER:
+            du_ptrs = du_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up
+            if PREFETCH:  # the merged du this program adds onto, read early (its latency hides behind the scans)
+                du_merged = tl.load(du_ptrs, mask=m2 & keep_merged, other=0.0)
+        u = u.to(tl.float32)
+        raw = raw.to(tl.float32)
         if HAS_BIAS:
             raw = raw + bias[:, None]
         if SOFTPLUS:
@@ -461,9 +496,9 @@ def _bwd_route(
         if RETURN_STATES:
             dy = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
         else:
-            dout = tl.load(dout_ptr + b * s_gb + u_rows[:, None] * s_gd + pos[None, :] * s_gp, mask=m2, other=0.0).to(tl.float32)
+            dout = dout.to(tl.float32)
             if HAS_Z:
-                zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :] * s_zp, mask=m2, other=0.0).to(tl.float32)
+                zz = zz.to(tl.float32)
                 sig_z = 1.0 / (1.0 + tl.exp(-zz))
                 dy = dout * zz * sig_z
             else:
@@ -531,8 +566,9 @@ def _bwd_route(
         ddt = tl.where(mstep, ddt, 0.0)
         dbias_acc += ddt
         if GATHER:  # every route adds its du onto the shared map's pixel (this program owns the channels)
-            du_ptrs = du_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up
-            tl.store(du_ptrs, tl.load(du_ptrs, mask=m2 & keep_merged, other=0.0) + du, mask=m2)
+            if not PREFETCH:
+                du_merged = tl.load(du_ptrs, mask=m2 & keep_merged, other=0.0)
+            tl.store(du_ptrs, du_merged + du, mask=m2)
             tl.store(ddelta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp,
                      ddt.to(ddelta_ptr.dtype.element_ty), mask=m2)
         else:
@@ -556,10 +592,51 @@ def _bwd_route(
         tl.store(dbias_ptr + part, tl.sum(dbias_acc, axis=1), mask=mask_d)
 
 
+@triton.jit
+def _fwd_chunk_inputs(u_ptr, delta_ptr, idx_ptr, b, g, c, L, u_rows, offs_d64, mask_d, cols,
+                      s_ub, s_ud, s_up, s_db, s_dd, s_dp, BLOCK_L: tl.constexpr, REVERSE: tl.constexpr,
+                      GATHER: tl.constexpr):
+    """Chunk ``c``'s positions and (BLOCK_D, BLOCK_L) inputs of the forward in their stored dtypes:
+    (pos, step exists, element exists, u, raw delta)."""
+    pos, mask_l, mask_p = _chunk_positions(idx_ptr, g, c * BLOCK_L + cols, L, GATHER, REVERSE)
+    m2 = mask_d[:, None] & mask_p[None, :]
+    u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, mask=m2, other=0.0)
+    dt = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp, mask=m2, other=0.0)
+    return pos, mask_l, mask_p, u, dt
+
+
+@triton.jit
+def _bwd_chunk_inputs(u_ptr, delta_ptr, dout_ptr, z_ptr, idx_ptr, b, g, c, L, u_rows, offs_d64, mask_d, cols,
+                      s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
+                      BLOCK_L: tl.constexpr, HAS_Z: tl.constexpr, REVERSE: tl.constexpr,
+                      RETURN_STATES: tl.constexpr, GATHER: tl.constexpr):
+    """Chunk ``c``'s positions and (BLOCK_D, BLOCK_L) inputs of the backward, in their stored dtypes:
+    (pos, step exists, element exists, u, raw delta, dout (zeros with RETURN_STATES), z (u without HAS_Z))."""
+    pos, mask_l, mask_p = _chunk_positions(idx_ptr, g, c * BLOCK_L + cols, L, GATHER, REVERSE)
+    m2 = mask_d[:, None] & mask_p[None, :]
+    u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, mask=m2, other=0.0)
+    raw = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp, mask=m2, other=0.0)
+    if RETURN_STATES:
+        dout = tl.zeros(u.shape, dtype=tl.float32)
+    else:
+        dout = tl.load(dout_ptr + b * s_gb + u_rows[:, None] * s_gd + pos[None, :] * s_gp, mask=m2, other=0.0)
+    if HAS_Z:
+        zz = tl.load(z_ptr + b * s_zb + offs_d64[:, None] * s_zd + pos[None, :] * s_zp, mask=m2, other=0.0)
+    else:
+        zz = u
+    return pos, mask_l, mask_p, u, raw, dout, zz
+
+
 # the launches (kernel[grid](...) with the compiled kernel remembered per argument layout: less host time)
 _launch_fwd = CachedLauncher(_scan_fwd_kernel)
 _launch_fwd_seq = CachedLauncher(_scan_fwd_seq_kernel)
 _launch_bwd = CachedLauncher(_scan_bwd_kernel)
+
+
+def _bwd_prefetches(block_d: int, block_l: int, num_warps: int, n_state: int) -> bool:
+    """Whether the backward with this tile and state size loads the next chunk's inputs during the current one
+    (see ``BWD_PREFETCH_MAX_PER_THREAD``)."""
+    return block_d * block_l <= BWD_PREFETCH_MAX_PER_THREAD * 32 * num_warps and n_state <= BWD_PREFETCH_MAX_STATES
 
 
 def _with_grad_buffer(t: torch.Tensor, make, **kwargs) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -733,7 +810,9 @@ def scan_bwd(
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         HAS_H0=initial_state is not None, HAS_DLAST=dlast is not None,
         SOFTPLUS=delta_softplus, REVERSE=reverse, RETURN_STATES=return_states,
-        PARTIALS=partials, GATHER=gather, COVERS_ALL=covers_all, A_LOG=a_is_log, num_warps=num_warps,
+        PARTIALS=partials, GATHER=gather, COVERS_ALL=covers_all, A_LOG=a_is_log,
+        PREFETCH=_bwd_prefetches(block_d, block_l, num_warps, n_state),
+        num_warps=num_warps,
     )
     if not reduce_bc:
         d_bc = dBC if partials else dBC.unsqueeze(3)

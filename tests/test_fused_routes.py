@@ -173,3 +173,37 @@ def test_scan_bwd_returns_unreduced_bc_rows_that_sum_to_db_dc(gather):
     assert rows[4] is None and rows[3].shape[:4] == (2, batch, routes, tiles)
     torch.testing.assert_close(rows[3].sum(3)[0], reduced[3])
     torch.testing.assert_close(rows[3].sum(3)[1], reduced[4])
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_backward_with_and_without_prefetch(monkeypatch, prefetch):
+    """The backward that loads the next chunk's inputs during the current one (small tiles, few states) and the
+    one that loads each chunk when it starts give the reference gradients over routes of several chunks."""
+    from vmamba_zoo_kernels import triton_scan
+    from vmamba_zoo_kernels.tiling import pick_tiles
+
+    torch.manual_seed(7)
+    batch, dim, height, width, n = 2, 16, 9, 10, 1
+    pattern = get_scan_pattern_cls("cross")(dim)
+    route_index = pattern.route_indices(height, width)
+    routes, pixels = route_index.shape[0], height * width
+    tiles = pick_tiles(routes * dim, dim, pixels, n, pixel_major=True)
+    assert -(-pixels // tiles.block_l) >= 3  # several chunks, so a prefetched chunk is used
+    if not prefetch:
+        monkeypatch.setattr(triton_scan, "BWD_PREFETCH_MAX_PER_THREAD", 0)
+    assert triton_scan._bwd_prefetches(tiles.bwd_block_d, tiles.block_l, tiles.bwd_warps, n) == prefetch
+    x = torch.randn(batch, pixels, dim, device=DEVICE).transpose(1, 2).requires_grad_()  # pixel-major
+    delta = (torch.randn(batch, pixels, routes * dim, device=DEVICE) * 0.5).transpose(1, 2).requires_grad_()
+    A = (-torch.rand(routes * dim, n, device=DEVICE) - 0.5).requires_grad_()
+    B = torch.randn(batch, routes, n, pixels, device=DEVICE, requires_grad=True)
+    C = torch.randn(batch, routes, n, pixels, device=DEVICE, requires_grad=True)
+    D = torch.randn(routes * dim, device=DEVICE, requires_grad=True)
+    bias = torch.randn(routes * dim, device=DEVICE, requires_grad=True)
+    inputs = [x, delta, A, B, C, D, bias]
+    fused = selective_scan_routes(*inputs, True, route_index=route_index, backend="triton", fused=True)
+    ref = selective_scan_routes(*inputs, True, route_index=route_index, backend="cpu", fused=False)
+    grad = torch.randn_like(ref)
+    g_fused = torch.autograd.grad((fused * grad).sum(), inputs)
+    g_ref = torch.autograd.grad((ref * grad).sum(), inputs)
+    for name, a, b in zip(["x", "delta", "A", "B", "C", "D", "bias"], g_fused, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
