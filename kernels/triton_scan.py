@@ -32,7 +32,8 @@ backward, chunks in reverse order, per state n:
     whose first element receives the carry a_{t+1} G_{t+1} of the next chunk.
     Then dΔ, du, dA, dB, dC, dD, dz and d(delta_bias) follow pointwise with
     a_t h_{t-1} = h_t - b_t.
-dB and dC are reduced over the channel tile before they leave the program.
+With small tiles and few states the next chunk's inputs are loaded while the current one computes
+(``BWD_PREFETCH_MAX_PER_THREAD``).  dB and dC are reduced over the channel tile before they leave the program.
 In the fused (GATHER) backward, and always with ``deterministic``, each tile
 writes its own partial row, summed in PyTorch afterwards (no atomics); else
 (and when tiles x states > 32, e.g. N = 16) the reduced rows are atomically
@@ -460,10 +461,11 @@ def _bwd_route(
 
     # PREFETCH: the inputs of the chunk before are loaded while this one computes (a chunk's work is short
     # against a load's latency); it holds three more tiles in registers, so only small tiles use it
-    pos_n, ml_n, mp_n, u_n, raw_n, dout_n, z_n = _bwd_chunk_inputs(
-        u_ptr, delta_ptr, dout_ptr, z_ptr, idx_ptr, b, g, n_chunks - 1, L, u_rows, offs_d64, mask_d, cols,
-        s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
-        BLOCK_L, HAS_Z, REVERSE, RETURN_STATES, GATHER)
+    if PREFETCH:
+        pos_n, ml_n, mp_n, u_n, raw_n, dout_n, z_n = _bwd_chunk_inputs(
+            u_ptr, delta_ptr, dout_ptr, z_ptr, idx_ptr, b, g, n_chunks - 1, L, u_rows, offs_d64, mask_d, cols,
+            s_ub, s_ud, s_up, s_db, s_dd, s_dp, s_zb, s_zd, s_zp, s_gb, s_gd, s_gp,
+            BLOCK_L, HAS_Z, REVERSE, RETURN_STATES, GATHER)
     for ci in range(n_chunks):
         c = n_chunks - 1 - ci
         if PREFETCH:
