@@ -115,21 +115,25 @@ def test_fused_routes_several_channel_tiles(scan):
     """Maps wider than one channel tile: each program runs every route over its tile and merges without
     atomics; output and all gradients equal the materialising path."""
     torch.manual_seed(2)
-    batch, dim, height, width, n = 2, 48, 5, 6, 1
-    pattern = get_scan_pattern_cls(scan)(dim)
-    route_index = pattern.route_indices(height, width)
+    _check_fused_routes_against_reference(scan, batch=2, dim=48, height=5, width=6, n_state=1)
+
+
+def _check_fused_routes_against_reference(scan: str, batch: int, dim: int, height: int, width: int,
+                                          n_state: int) -> None:
+    """The fused Triton route scan and the materialising CPU path agree in output and every input gradient
+    (random pixel-major inputs, the pattern's routes over a height x width map of ``dim`` channels)."""
+    route_index = get_scan_pattern_cls(scan)(dim).route_indices(height, width)
     routes, pixels = route_index.shape[0], height * width
     x = torch.randn(batch, pixels, dim, device=DEVICE).transpose(1, 2).requires_grad_()  # pixel-major
     delta = (torch.randn(batch, pixels, routes * dim, device=DEVICE) * 0.5).transpose(1, 2).requires_grad_()
-    A = (-torch.rand(routes * dim, n, device=DEVICE) - 0.5).requires_grad_()
-    B = torch.randn(batch, routes, n, pixels, device=DEVICE, requires_grad=True)
-    C = torch.randn(batch, routes, n, pixels, device=DEVICE, requires_grad=True)
+    A = (-torch.rand(routes * dim, n_state, device=DEVICE) - 0.5).requires_grad_()
+    B = torch.randn(batch, routes, n_state, pixels, device=DEVICE, requires_grad=True)
+    C = torch.randn(batch, routes, n_state, pixels, device=DEVICE, requires_grad=True)
     D = torch.randn(routes * dim, device=DEVICE, requires_grad=True)
     bias = torch.randn(routes * dim, device=DEVICE, requires_grad=True)
     inputs = [x, delta, A, B, C, D, bias]
     fused = selective_scan_routes(*inputs, True, route_index=route_index, backend="triton", fused=True)
-    ref = selective_scan_routes(*inputs, True, route_index=route_index, backend="cpu",
-                                fused=False)
+    ref = selective_scan_routes(*inputs, True, route_index=route_index, backend="cpu", fused=False)
     torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-5)
     grad = torch.randn_like(ref)
     g_fused = torch.autograd.grad((fused * grad).sum(), inputs)
@@ -183,27 +187,11 @@ def test_backward_with_and_without_prefetch(monkeypatch, prefetch):
     from vmamba_zoo_kernels.tiling import pick_tiles
 
     torch.manual_seed(7)
-    batch, dim, height, width, n = 2, 16, 9, 10, 1
-    pattern = get_scan_pattern_cls("cross")(dim)
-    route_index = pattern.route_indices(height, width)
-    routes, pixels = route_index.shape[0], height * width
-    tiles = pick_tiles(routes * dim, dim, pixels, n, pixel_major=True)
+    dim, height, width, n_state = 16, 9, 10, 1
+    routes, pixels = 4, height * width  # the cross pattern
+    tiles = pick_tiles(routes * dim, dim, pixels, n_state, pixel_major=True)
     assert -(-pixels // tiles.block_l) >= 3  # several chunks, so a prefetched chunk is used
     if not prefetch:
         monkeypatch.setattr(triton_scan, "BWD_PREFETCH_MAX_PER_THREAD", 0)
-    assert triton_scan._bwd_prefetches(tiles.bwd_block_d, tiles.block_l, tiles.bwd_warps, n) == prefetch
-    x = torch.randn(batch, pixels, dim, device=DEVICE).transpose(1, 2).requires_grad_()  # pixel-major
-    delta = (torch.randn(batch, pixels, routes * dim, device=DEVICE) * 0.5).transpose(1, 2).requires_grad_()
-    A = (-torch.rand(routes * dim, n, device=DEVICE) - 0.5).requires_grad_()
-    B = torch.randn(batch, routes, n, pixels, device=DEVICE, requires_grad=True)
-    C = torch.randn(batch, routes, n, pixels, device=DEVICE, requires_grad=True)
-    D = torch.randn(routes * dim, device=DEVICE, requires_grad=True)
-    bias = torch.randn(routes * dim, device=DEVICE, requires_grad=True)
-    inputs = [x, delta, A, B, C, D, bias]
-    fused = selective_scan_routes(*inputs, True, route_index=route_index, backend="triton", fused=True)
-    ref = selective_scan_routes(*inputs, True, route_index=route_index, backend="cpu", fused=False)
-    grad = torch.randn_like(ref)
-    g_fused = torch.autograd.grad((fused * grad).sum(), inputs)
-    g_ref = torch.autograd.grad((ref * grad).sum(), inputs)
-    for name, a, b in zip(["x", "delta", "A", "B", "C", "D", "bias"], g_fused, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
+    assert triton_scan._bwd_prefetches(tiles.bwd_block_d, tiles.block_l, tiles.bwd_warps, n_state) == prefetch
+    _check_fused_routes_against_reference("cross", batch=2, dim=dim, height=height, width=width, n_state=n_state)
