@@ -146,6 +146,8 @@ def test_bench_json(capsys, tmp_path):
     assert report["environment"]["cpu_scan"] == "native, OpenMP"  # what CPU inference ran, recorded
     assert [r["mode"] for r in report["results"]] == ["infer_fp32", "train_bf16"]
     assert all(r["img_per_s"] > 0 and r["error"] is None for r in report["results"])
+    # the time to issue a step's work: on the CPU the step itself, so within its latency (one iteration)
+    assert all(0 < r["host_ms_median"] <= r["latency_ms_median"] for r in report["results"])
 
 
 def _load_tool(name: str):
@@ -208,18 +210,23 @@ def test_bench_models_tool_repeats_in_fresh_processes(capsys, tmp_path):
 def test_aggregate_reports_median_samples_and_errors():
     from vmamba_zoo.benchmark import aggregate_reports, format_table
 
-    def report(img_per_s, peak, error=None, batch_size=4):
+    def report(img_per_s, peak, error=None, batch_size=4, host_ms=0.5):
         result = dict(model="m", mode="train_bf16", batch_size=batch_size, img_size=32, params=1,
                       img_per_s=img_per_s, latency_ms_median=1.0 if img_per_s else None,
                       latency_ms_p90=2.0 if img_per_s else None, peak_mem_gib=peak, error=error,
-                      img_per_s_samples=None)
+                      img_per_s_samples=None, host_ms_median=host_ms if img_per_s else None)
         return {"environment": {"date": "d", "device": "cpu", "device_name": "cpu", "torch": "t", "triton": None},
                 "results": [result],
                 "settings": dict(batch_size=batch_size, img_size=32, modes=["train_bf16"])}
 
-    merged = aggregate_reports([report(10.0, 1.0), report(30.0, 3.0), report(20.0, 2.0)])
+    merged = aggregate_reports([report(10.0, 1.0, host_ms=0.9), report(30.0, 3.0, host_ms=0.3),
+                                report(20.0, 2.0, host_ms=0.4)])
     (r,) = merged["results"]
     assert r["img_per_s"] == 20.0 and r["img_per_s_samples"] == [10.0, 30.0, 20.0] and r["peak_mem_gib"] == 3.0
+    assert r["host_ms_samples"] == [0.9, 0.3, 0.4] and r["host_ms_median"] == 0.4  # per process, same order
+    older = report(10.0, 1.0)
+    del older["results"][0]["host_ms_median"]  # a report written before the field existed
+    assert aggregate_reports([older, report(20.0, 2.0)])["results"][0]["host_ms_samples"] is None
     assert merged["settings"]["repeats"] == 3 and r["error"] is None
     failed = aggregate_reports([report(10.0, 1.0), report(None, None, error="out of memory: x")])
     assert failed["results"][0]["error"].startswith("out of memory") and failed["results"][0]["img_per_s"] == 10.0

@@ -9,7 +9,9 @@ TF32 matmuls are off unless --tf32.  Examples::
     python tools/bench_models.py vmamba_tiny_s1l8 convnext_tiny swin_tiny_patch4_window7_224 \\
         --out benchmarks/h100.json
     # host-bound steps vary between processes: 3 fresh processes per model, interleaved, median reported
-    # (several models on CUDA run in one fresh process each even without --repeats; --in-process: not)
+    # (several models on CUDA run in one fresh process each even without --repeats; --in-process: not);
+    # the JSON also gives the time to issue a step (host_ms_median; per process: host_ms_samples), which
+    # nears the latency where the host, not the GPU, sets the speed
     python tools/bench_models.py vmamba_tiny_s1l8 swin_tiny_patch4_window7_224 --repeats 3
     # CPU smoke test
     python tools/bench_models.py test_vmamba resnet18 --device cpu --batch-size 2 --img-size 64 \\

@@ -8,7 +8,10 @@ Used by ``vmamba-zoo bench`` and ``tools/bench_models.py``.  Three modes:
   backward -- under bf16 autocast (the setting of the VMamba README's "train TP").
 
 Each mode runs ``warmup`` untimed and ``iters`` timed iterations; throughput is
-``batch_size * iters / total time``; latency is per batch (median, p90).  Peak
+``batch_size * iters / total time``; latency is per batch (median, p90).  ``host_ms_median``
+is the time until a step's work has been issued (before the device sync, so on a GPU
+the host's share; it can include waits for a full launch queue): close to the latency
+when the host, not the device, sets the speed (on the CPU they are the same).  Peak
 memory is ``torch.cuda.max_memory_allocated`` (reset per mode); it is not
 measured on CPU (reported as null).
 
@@ -33,7 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -58,9 +61,11 @@ class BenchResult:
     img_per_s: Optional[float] = None
     latency_ms_median: Optional[float] = None
     latency_ms_p90: Optional[float] = None
+    host_ms_median: Optional[float] = None  # time to issue a step's work (see the module docstring)
     peak_mem_gib: Optional[float] = None
     error: Optional[str] = None
     img_per_s_samples: Optional[List[float]] = None  # one per process (run_benchmarks_repeated)
+    host_ms_samples: Optional[List[float]] = None  # one per process, as img_per_s_samples
 
 
 def environment(device: torch.device) -> Dict[str, Any]:
@@ -110,17 +115,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_loop(step: Callable[[], None], device: torch.device, warmup: int, iters: int) -> List[float]:
+def _time_loop(step: Callable[[], None], device: torch.device, warmup: int,
+               iters: int) -> Tuple[List[float], List[float]]:
+    """(wall time of each timed step, time until its work was issued), in seconds."""
     for _ in range(warmup):
         step()
     _sync(device)
-    times = []
+    times, issued = [], []
     for _ in range(iters):
         t0 = time.perf_counter()
         step()
+        t1 = time.perf_counter()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return times
+        issued.append(t1 - t0)
+    return times, issued
 
 
 def bench_model(
@@ -167,7 +176,7 @@ def bench_model(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        times = _time_loop(step, device, warmup, iters)
+        times, issued = _time_loop(step, device, warmup, iters)
     except torch.cuda.OutOfMemoryError as e:
         result.error = f"out of memory: {str(e).splitlines()[0]}"
         model.zero_grad(set_to_none=True)
@@ -177,6 +186,7 @@ def bench_model(
     result.img_per_s = round(batch_size * iters / total, 2)
     result.latency_ms_median = round(1e3 * statistics.median(times), 3)
     result.latency_ms_p90 = round(1e3 * sorted(times)[min(len(times) - 1, int(0.9 * len(times)))], 3)
+    result.host_ms_median = round(1e3 * statistics.median(issued), 3)
     if device.type == "cuda":
         result.peak_mem_gib = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     return result
@@ -308,8 +318,9 @@ def run_benchmarks_auto(names: Sequence[str], *, repeats: int = 1, isolate: Opti
 
 def aggregate_reports(reports: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """Merge reports of the same settings (e.g. one per process and round) into one report: per (model, mode)
-    the median img/s and latency over the samples, the largest p90 latency and peak memory, every img/s in
-    ``img_per_s_samples``, and the first error if any sample failed (its img/s then come from the others)."""
+    the median img/s, latency and host time over the samples, the largest p90 latency and peak memory, every
+    img/s in ``img_per_s_samples`` and host time in ``host_ms_samples`` (in the same order), and the first error
+    if any sample failed (its img/s then come from the others)."""
     if not reports:
         raise ValueError("no reports to aggregate")
     settings = {k: v for k, v in reports[0]["settings"].items() if k != "repeats"}
@@ -331,6 +342,10 @@ def aggregate_reports(reports: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         out["img_per_s"] = round(statistics.median(out["img_per_s_samples"]), 2) if ok else None
         out["latency_ms_median"] = round(statistics.median(r["latency_ms_median"] for r in ok), 3) if ok else None
         out["latency_ms_p90"] = max(r["latency_ms_p90"] for r in ok) if ok else None
+        hosts = [r.get("host_ms_median") for r in ok]  # absent from reports written before it existed
+        known = all(h is not None for h in hosts) and hosts
+        out["host_ms_samples"] = hosts if known else None
+        out["host_ms_median"] = round(statistics.median(hosts), 3) if known else None
         peaks = [r["peak_mem_gib"] for r in ok if r["peak_mem_gib"] is not None]
         out["peak_mem_gib"] = max(peaks) if peaks else None
         merged.append(out)
