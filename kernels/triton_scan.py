@@ -152,9 +152,8 @@ def _fwd_route(
     # (loading the next chunk's inputs during this one, as the backward does, made it slower: H100, D96 56x56,
     # 16 x 64 tiles, 1.29-1.36 -> 1.74 ms)
     for c in range(n_chunks):
-        pos, mask_l, mask_p, u, dt = _fwd_chunk_inputs(u_ptr, delta_ptr, idx_ptr, b, g, c, L, u_rows, offs_d64, mask_d,
-                                                       cols, s_ub, s_ud, s_up, s_db, s_dd, s_dp, BLOCK_L, REVERSE,
-                                                       GATHER)
+        pos, mask_l, mask_p, u, dt = _chunk_inputs(u_ptr, delta_ptr, idx_ptr, b, g, c, L, u_rows, offs_d64, mask_d,
+                                                   cols, s_ub, s_ud, s_up, s_db, s_dd, s_dp, BLOCK_L, REVERSE, GATHER)
         mstep = mask_d[:, None] & mask_l[None, :]  # steps of the sequence (not the tail of the last chunk)
         m2 = mask_d[:, None] & mask_p[None, :]  # elements that exist in memory
         if GATHER and not RETURN_STATES:  # the merged output this route adds onto, read before the scans
@@ -468,7 +467,7 @@ def _bwd_route(
             BLOCK_L, HAS_Z, REVERSE, RETURN_STATES, GATHER)
     for ci in range(n_chunks):
         c = n_chunks - 1 - ci
-        if PREFETCH:
+        if PREFETCH:  # (the last chunk loads chunk 0 again, unused: one chunk's loads per route)
             pos, mask_l, mask_p, u, raw, dout, zz = pos_n, ml_n, mp_n, u_n, raw_n, dout_n, z_n
             pos_n, ml_n, mp_n, u_n, raw_n, dout_n, z_n = _bwd_chunk_inputs(
                 u_ptr, delta_ptr, dout_ptr, z_ptr, idx_ptr, b, g, tl.maximum(c - 1, 0), L, u_rows, offs_d64,
@@ -595,9 +594,9 @@ def _bwd_route(
 
 
 @triton.jit
-def _fwd_chunk_inputs(u_ptr, delta_ptr, idx_ptr, b, g, c, L, u_rows, offs_d64, mask_d, cols,
-                      s_ub, s_ud, s_up, s_db, s_dd, s_dp, BLOCK_L: tl.constexpr, REVERSE: tl.constexpr,
-                      GATHER: tl.constexpr):
+def _chunk_inputs(u_ptr, delta_ptr, idx_ptr, b, g, c, L, u_rows, offs_d64, mask_d, cols,
+                  s_ub, s_ud, s_up, s_db, s_dd, s_dp, BLOCK_L: tl.constexpr, REVERSE: tl.constexpr,
+                  GATHER: tl.constexpr):
     """Chunk ``c``'s positions and (BLOCK_D, BLOCK_L) inputs of the forward in their stored dtypes:
     (pos, step exists, element exists, u, raw delta)."""
     pos, mask_l, mask_p = _chunk_positions(idx_ptr, g, c * BLOCK_L + cols, L, GATHER, REVERSE)
@@ -614,10 +613,9 @@ def _bwd_chunk_inputs(u_ptr, delta_ptr, dout_ptr, z_ptr, idx_ptr, b, g, c, L, u_
                       RETURN_STATES: tl.constexpr, GATHER: tl.constexpr):
     """Chunk ``c``'s positions and (BLOCK_D, BLOCK_L) inputs of the backward, in their stored dtypes:
     (pos, step exists, element exists, u, raw delta, dout (zeros with RETURN_STATES), z (u without HAS_Z))."""
-    pos, mask_l, mask_p = _chunk_positions(idx_ptr, g, c * BLOCK_L + cols, L, GATHER, REVERSE)
+    pos, mask_l, mask_p, u, raw = _chunk_inputs(u_ptr, delta_ptr, idx_ptr, b, g, c, L, u_rows, offs_d64, mask_d,
+                                                cols, s_ub, s_ud, s_up, s_db, s_dd, s_dp, BLOCK_L, REVERSE, GATHER)
     m2 = mask_d[:, None] & mask_p[None, :]
-    u = tl.load(u_ptr + b * s_ub + u_rows[:, None] * s_ud + pos[None, :] * s_up, mask=m2, other=0.0)
-    raw = tl.load(delta_ptr + b * s_db + offs_d64[:, None] * s_dd + pos[None, :] * s_dp, mask=m2, other=0.0)
     if RETURN_STATES:
         dout = tl.zeros(u.shape, dtype=tl.float32)
     else:

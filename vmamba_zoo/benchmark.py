@@ -343,9 +343,10 @@ def aggregate_reports(reports: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         out["latency_ms_median"] = round(statistics.median(r["latency_ms_median"] for r in ok), 3) if ok else None
         out["latency_ms_p90"] = max(r["latency_ms_p90"] for r in ok) if ok else None
         hosts = [r.get("host_ms_median") for r in ok]  # absent from reports written before it existed
-        known = all(h is not None for h in hosts) and hosts
-        out["host_ms_samples"] = hosts if known else None
-        out["host_ms_median"] = round(statistics.median(hosts), 3) if known else None
+        if hosts and None not in hosts:
+            out["host_ms_samples"], out["host_ms_median"] = hosts, round(statistics.median(hosts), 3)
+        else:
+            out["host_ms_samples"], out["host_ms_median"] = None, None
         peaks = [r["peak_mem_gib"] for r in ok if r["peak_mem_gib"] is not None]
         out["peak_mem_gib"] = max(peaks) if peaks else None
         merged.append(out)

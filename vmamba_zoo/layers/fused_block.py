@@ -259,8 +259,9 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, params: List
     width_dbl = rank + 2 * n_state
     conv = op.conv2d
     w_in, b_in, w_conv, b_conv, w_out, b_out, wx, wdt, a_logs = weights
+    n_w, n_b, _, _, _, _, _, _, dt_bias, _, ds, on_w, on_b, _, _ = params  # those used as they are (fp32)
 
-    h, ln1, tri1 = _ln_forward(x, block.norm, dtype, params[0], params[1], save)
+    h, ln1, tri1 = _ln_forward(x, block.norm, dtype, n_w, n_b, save)
     u = F.linear(h, w_in, b_in).permute(0, 3, 1, 2)  # (B, Di, H, W) in channels-last memory
     c = F.conv2d(u, w_conv, b_conv, conv.stride, conv.padding, conv.dilation, conv.groups)
     a = F.silu(c)
@@ -270,11 +271,11 @@ def _mixer_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, params: List
     delta = F.linear(x_rows, wdt).transpose(1, 2)  # (B, K*Di, P), pixel-major
     bs = x_dbl[..., rank:rank + n_state].permute(0, 2, 3, 1)
     cs = x_dbl[..., rank + n_state:].permute(0, 2, 3, 1)
-    ds, dt_bias = params[10].float(), params[8].float().view(-1)
+    ds, dt_bias = ds.float(), dt_bias.float().view(-1)
     y, chunk_states = scan_fwd(a_pm.transpose(1, 2), delta, a_logs, bs, cs, ds, None, dt_bias, None, True, False,
                                False, torch.float32, route_index, covers_all, a_is_log=True)
     y = y.transpose(1, 2).view(batch, height, width, dim)  # fp32, contiguous
-    yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, params[11], params[12], save)
+    yn, ln2, tri2 = _ln_forward(y, op.out_norm, dtype, on_w, on_b, save)
     out = F.linear(yn, w_out, b_out)
     if not save:
         return out, None
@@ -345,7 +346,8 @@ def _mlp_forward(block: nn.Module, x: Tensor, dtype: torch.dtype, params: List[_
     dtype, :func:`_branch_weights`); returns (out, saved or None).  x: (B, H, W, C)."""
     mlp = block.mlp
     w1, b1, w2, b2 = weights
-    h, ln, tri = _ln_forward(x, block.norm2, dtype, params[0], params[1], save)
+    n_w, n_b = params[:2]  # the norm's (the GEMM weights come cast in ``weights``)
+    h, ln, tri = _ln_forward(x, block.norm2, dtype, n_w, n_b, save)
     g = F.linear(h, w1, b1)
     act = F.gelu(g, approximate=mlp.act.approximate)
     out = F.linear(act, w2, b2)
