@@ -5,11 +5,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 import timm
 import torch
 
 import vmamba_zoo.mm  # noqa: F401
+from vmamba_zoo.mm import sample_data
 from vmamba_zoo.mm.classification import ZooAccuracy, ZooClassifier, ZooImageFolderDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +24,6 @@ def _load(path: Path, name: str):
     return mod
 
 
-data_utils = _load(Path(__file__).with_name("data_utils.py"), "vmamba_zoo_test_data_utils")
 torchrun_train = _load(Path(__file__).with_name("torchrun_utils.py"), "vmamba_zoo_test_torchrun_utils").torchrun_train
 train_tool = _load(ROOT / "tools" / "train.py", "vmamba_zoo_tools_train")
 test_tool = _load(ROOT / "tools" / "test.py", "vmamba_zoo_tools_test")
@@ -82,8 +83,8 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
 @pytest.fixture(scope="module")
 def cls_config(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cls")
-    data_utils.make_image_folder_dataset(tmp / "data", size=64, per_class=8, split="train", seed=0)
-    info = data_utils.make_image_folder_dataset(tmp / "data", size=64, per_class=2, split="val", seed=1)
+    sample_data.make_image_folder_dataset(tmp / "data", size=64, per_class=8, split="train", seed=0)
+    info = sample_data.make_image_folder_dataset(tmp / "data", size=64, per_class=2, split="val", seed=1)
     path = tmp / "cls_test_vmamba.py"
     path.write_text(CLS_CFG.format(base=ROOT / "configs/classification/vmamba-tiny-s1l8_8xb128-300e_in1k.py",
                                    epochs=3, **info))
@@ -91,7 +92,7 @@ def cls_config(tmp_path_factory):
 
 
 def test_dataset_lists_folders_and_list_files(tmp_path):
-    info = data_utils.make_image_folder_dataset(tmp_path, size=32, per_class=2)
+    info = sample_data.make_image_folder_dataset(tmp_path, size=32, per_class=2)
     ds = ZooImageFolderDataset(data_root=str(tmp_path), data_prefix=dict(img_path="train"),
                                transform=dict(input_size=32, is_training=False, crop_pct=1.0))
     assert len(ds) == 6 and ds.metainfo["classes"] == info["classes"]
@@ -104,6 +105,24 @@ def test_dataset_lists_folders_and_list_files(tmp_path):
     (tmp_path / "bad.txt").write_text("train/coins/0.jpg one\n")
     with pytest.raises(ValueError, match="expected '<path> <label>'"):
         ZooImageFolderDataset(data_root=str(tmp_path), ann_file="bad.txt")
+
+
+def test_randaugment_posterize_keeps_zero_bits(tmp_path):
+    """'inc1' RandAugment asks posterize for 0 bits at the top magnitude: a black image, as Pillow < 13 gave
+    (Pillow 13 raises ValueError, which failed real training batches)."""
+    info = sample_data.make_image_folder_dataset(tmp_path, size=32, per_class=1)
+    ds = ZooImageFolderDataset(data_root=info["data_root"], data_prefix=dict(img_path=info["img_path"]),
+                               transform=dict(input_size=32, is_training=True, auto_augment="rand-m9-mstd0.5-inc1"))
+    ops = [op for step in ds._transform.transforms for op in getattr(step, "ops", ()) if op.name.startswith("Poster")]
+    assert [op.name for op in ops] == ["PosterizeIncreasing"]
+    op = ops[0]
+    op.prob, op.magnitude_std = 1.0, 0
+    img = Image.new("RGB", (8, 8), (200, 100, 50))
+    op.magnitude = 10  # 4 - int(10 / 10 * 4) = 0 bits
+    assert np.asarray(op(img)).max() == 0
+    op.magnitude = 5  # 2 bits: 0b11000000 of each channel
+    assert np.asarray(op(img))[0, 0].tolist() == [192, 64, 0]
+    assert len(ds[0]["inputs"].shape) == 3
 
 
 def test_accuracy_metric():
@@ -180,7 +199,7 @@ def test_classification_trains_resumes_and_evaluates(cls_config, tmp_path):
 @pytest.fixture(scope="module")
 def resume_config(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cls_resume")
-    info = data_utils.make_image_folder_dataset(tmp / "data", size=32, per_class=4, split="train", seed=0)
+    info = sample_data.make_image_folder_dataset(tmp / "data", size=32, per_class=4, split="train", seed=0)
     path = tmp / "cls_resume_test_vmamba.py"
     path.write_text(RESUME_CFG.format(base=ROOT / "configs/classification/vmamba-tiny-s1l8_8xb128-300e_in1k.py",
                                       **info))

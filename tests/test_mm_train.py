@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vmamba_zoo.mm import sample_data
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +27,6 @@ def _load(path: Path, name: str):
     return mod
 
 
-data_utils = _load(Path(__file__).with_name("data_utils.py"), "vmamba_zoo_test_data_utils")
 torchrun_train = _load(Path(__file__).with_name("torchrun_utils.py"), "vmamba_zoo_test_torchrun_utils").torchrun_train
 train_tool = _load(ROOT / "tools" / "train.py", "vmamba_zoo_tools_train")
 test_tool = _load(ROOT / "tools" / "test.py", "vmamba_zoo_tools_test")
@@ -127,7 +128,7 @@ def _check_overfit(losses: np.ndarray, iters: int) -> None:
 @pytest.fixture(scope="module")
 def coco_config(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("det")
-    info = data_utils.make_coco_dataset(tmp / "coco", size=128)
+    info = sample_data.make_coco_dataset(tmp / "coco", size=128)
     assert info["num_images"] == 6 and info["num_instances"] >= 30
     path = tmp / "mask_rcnn_test_vmamba.py"
     path.write_text(DET_CFG.format(base=ROOT / "configs/detection/mask-rcnn_vmamba-tiny-s1l8_fpn_1x_coco.py",
@@ -162,7 +163,7 @@ def test_mask_rcnn_trains_resumes_and_evaluates(coco_config, tmp_path):
 
 
 def test_upernet_trains_resumes_and_evaluates(tmp_path):
-    info = data_utils.make_ade20k_dataset(tmp_path / "ade", size=128)
+    info = sample_data.make_ade20k_dataset(tmp_path / "ade", size=128)
     cfg = tmp_path / "upernet_test_vmamba.py"
     cfg.write_text(SEG_CFG.format(
         base=ROOT / "configs/segmentation/upernet_vmamba-tiny-s1l8_8xb2-160k_ade20k-512x512.py", iters=ITERS, **info))

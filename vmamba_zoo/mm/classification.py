@@ -24,8 +24,9 @@ from mmengine.dataset import BaseDataset
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, METRICS, MODELS
-from PIL import Image
+from PIL import Image, ImageOps
 from timm.data import Mixup, create_transform
+from timm.data.auto_augment import AugmentOp
 from timm.loss import SoftTargetCrossEntropy
 
 from . import hooks  # noqa: F401  (registers RNGStateHook, used by the classification configs)
@@ -35,6 +36,28 @@ from .checkpoint import load_checkpoint_file, unwrap_state_dict
 __all__ = ["ZooClassifier", "ZooImageFolderDataset", "ZooAccuracy", "IMG_EXTENSIONS"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize op, also for 0 bits: RandAugment's increasing posterize ('inc1' policies) keeps
+    ``4 - int(magnitude / 10 * 4)`` bits, 0 at the top magnitude (which ``mstd`` noise reaches), meaning a black
+    image, which is what Pillow < 13 returned; Pillow >= 13 raises ``ValueError`` for 0 bits, and an ImageNet
+    recipe with ``rand-m9-mstd0.5-inc1`` then fails a batch of 128 images about one time in three."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _with_zero_bit_posterize(transform: Any) -> Any:
+    """``transform`` (a timm ``create_transform`` result) with the posterize ops of its auto-augmentation
+    (``transform.transforms[*].ops``) running :func:`_posterize`; changes these op instances only."""
+    for step in getattr(transform, "transforms", ()):
+        for op in getattr(step, "ops", ()):
+            if isinstance(op, AugmentOp) and op.name.startswith("Posterize"):
+                op.aug_fn = _posterize
+    return transform
 
 
 @MODELS.register_module()
@@ -186,7 +209,8 @@ class ZooImageFolderDataset(BaseDataset):
         classes: class names (default: the sub-folder names, or ``str(label)``).
         transform: ``timm.data.create_transform`` arguments (``input_size``,
             ``is_training``, ``auto_augment``, ``re_prob``, ``interpolation``,
-            ``crop_pct``, ``mean``, ``std``, ...).
+            ``crop_pct``, ``mean``, ``std``, ...).  RandAugment's posterize at 0 bits gives a black
+            image (as with Pillow < 13) instead of Pillow 13's ``ValueError``.
 
     Items: ``dict(inputs=(3, H, W) float tensor, data_samples=int label)``
     (use ``collate_fn=dict(type='default_collate')``).
@@ -196,7 +220,8 @@ class ZooImageFolderDataset(BaseDataset):
                  classes: Optional[Sequence[str]] = None, transform: Optional[dict] = None,
                  test_mode: bool = False, lazy_init: bool = False, **kwargs: Any) -> None:
         self._classes = list(classes) if classes is not None else None
-        self._transform = create_transform(**(transform or dict(input_size=224, is_training=not test_mode)))
+        self._transform = _with_zero_bit_posterize(
+            create_transform(**(transform or dict(input_size=224, is_training=not test_mode))))
         super().__init__(ann_file=ann_file, data_root=data_root,
                          data_prefix=data_prefix or dict(img_path=""), test_mode=test_mode,
                          serialize_data=False, lazy_init=lazy_init, pipeline=[], **kwargs)

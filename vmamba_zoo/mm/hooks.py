@@ -7,11 +7,14 @@ CutMix boxes (numpy), RandAugment ops and random crops (python ``random``),
 random erasing, drop-path masks and DataLoader worker seeds (torch) than the
 uninterrupted run would have.  The hook stores the python, numpy, torch (and
 CUDA) generator states of every rank in the checkpoint and restores them
-when training resumes.
+when training resumes.  :class:`TrainRecordHook` records every training
+iteration of every rank (losses, images, times) in one JSON file.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 from typing import Any, Dict, List, Optional
 
@@ -22,7 +25,7 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-__all__ = ["RNGStateHook", "get_rng_state", "set_rng_state"]
+__all__ = ["RNGStateHook", "TrainRecordHook", "get_rng_state", "set_rng_state"]
 
 def get_rng_state() -> Dict[str, Any]:
     """This process's generator states, in a form ``torch.load(weights_only=True)`` accepts.
@@ -151,3 +154,66 @@ class RNGStateHook(Hook):
             set_rng_state(self._pending)
             self._pending = None
             print_log("RNGStateHook: restored the generator states of the checkpoint", logger="current")
+
+
+def _batch_images(data_batch: Any) -> Optional[int]:
+    """Images in a rank's batch (``data_batch['inputs']``, a stacked tensor or a list), or None if unknown."""
+    inputs = data_batch.get("inputs") if isinstance(data_batch, dict) else None
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0])
+    if isinstance(inputs, (list, tuple)):
+        return len(inputs)
+    return None
+
+
+@HOOKS.register_module()
+class TrainRecordHook(Hook):
+    """Record every training iteration of every rank and write them to one JSON file at the end.
+
+    Per iteration and rank: the iteration index, the images of the rank's batch, the logged losses
+    (``train/loss`` and every other ``train/*loss*`` scalar, each the rank's own mean over its batch: mmengine
+    logs rank 0's values only), the iteration time and data time of mmengine's ``IterTimerHook``.  At the end
+    of training the ranks' records are gathered (one ``all_gather_object``, nothing during training) and rank 0
+    writes ``out_file`` (default ``<work_dir>/train_record.json``)::
+
+        {"world_size": N, "ranks": [{"rank": 0, "iter": [...], "images": [...], "time": [...],
+                                     "data_time": [...], "loss": [...], "losses": {"loss_cls": [...], ...}}, ...]}
+
+    ``tools/ddp_scaling.py`` reads it: throughput from the times, the global loss (the ranks' mean) to
+    compare a multi-GPU run with a single-GPU run of the same total batch.
+
+    Args:
+        out_file: where rank 0 writes the record; relative paths are under the run's work_dir.
+    """
+
+    priority = "LOW"  # after RuntimeInfoHook (losses) and IterTimerHook (times) have updated the message hub
+
+    def __init__(self, out_file: str = "train_record.json") -> None:
+        self.out_file = out_file
+        self._record: Dict[str, Any] = {}
+
+    def before_train(self, runner) -> None:
+        self._record = dict(rank=get_dist_info()[0], iter=[], images=[], time=[], data_time=[], loss=[], losses={})
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        hub = runner.message_hub
+        record = self._record
+        record["iter"].append(int(runner.iter))
+        record["images"].append(_batch_images(data_batch))
+        for key in ("time", "data_time", "loss"):
+            scalar = hub.log_scalars.get(f"train/{key}")
+            record[key].append(float(scalar.current()) if scalar is not None else None)
+        for name, scalar in hub.log_scalars.items():
+            if name.startswith("train/") and "loss" in name and name != "train/loss":
+                record["losses"].setdefault(name[len("train/"):], []).append(float(scalar.current()))
+
+    def after_train(self, runner) -> None:
+        rank, world_size = get_dist_info()
+        records = all_gather_object(self._record) if world_size > 1 else [self._record]
+        if rank != 0:
+            return
+        path = self.out_file if os.path.isabs(self.out_file) else os.path.join(runner.work_dir, self.out_file)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(dict(world_size=world_size, ranks=records), f)
+        print_log(f"TrainRecordHook: wrote {len(records)} rank record(s) of {len(self._record['iter'])} "
+                  f"iterations to {path}", logger="current")

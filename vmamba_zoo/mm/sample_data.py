@@ -1,4 +1,4 @@
-"""Tiny real-photo datasets for OpenMMLab training tests.
+"""Small real-photo datasets for OpenMMLab training runs without a download (tests, tools/ddp_scaling.py).
 
 Objects are segmented from photos shipped with scikit-image (no download):
 
