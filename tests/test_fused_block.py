@@ -242,6 +242,14 @@ def test_cast_group_and_gradient_casts():
     params3 = [torch.zeros(3, 4), torch.zeros(4), torch.zeros(2, 6), torch.zeros(5)]
     for g, p, o in zip(grads3, params3, _grads_as_params(grads3, params3)):
         assert o.dtype == torch.float32 and o.shape == p.shape and torch.equal(o, g.float().view(p.shape))
+    # a depth-wise conv weight's gradient in channels-last memory: the parameter's strides (DDP's buckets
+    # warn and copy otherwise), cast or not
+    for dtype in (torch.float32, torch.bfloat16):
+        grad = torch.randn(4, 3, 3, 1, dtype=dtype).permute(0, 3, 1, 2)
+        param = torch.zeros(4, 1, 3, 3)
+        assert grad.stride() != param.stride()
+        (out,) = _grads_as_params([grad], [param])
+        assert out.stride() == param.stride() and torch.equal(out, grad.float())
 
 
 @pytest.mark.parametrize("use_reentrant", [False, True])

@@ -14,7 +14,8 @@ GPU at the DDP run's total batch (loss reference).  Prints a table and writes JS
         --batch-per-gpu 2 --iters 200 --sample-data --sample-size 512 \\
         --cfg-options model.backbone.init_cfg=None --work-dir work_dirs/ddp_det --out benchmarks/ddp_det.json
 
-Without CUDA the runs use gloo on CPU (a check of the study, not a speed).
+Without CUDA the runs use gloo on CPU (a check of the study, not a speed).  ``--rescore REPORT --out FILE``
+redoes the loss comparison of a saved report (another --window or --max-z) without running anything.
 """
 from __future__ import annotations
 
@@ -26,22 +27,22 @@ from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 
-from vmamba_zoo.mm.scaling import RUNS, format_summary, sample_data_options, scaling_study
+from vmamba_zoo.mm.scaling import RUNS, format_summary, sample_data_options, scaling_study, summarize
 
 _log = logging.getLogger("ddp_scaling")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", type=Path)
+    p.add_argument("config", type=Path, nargs="?", help="training config (not with --rescore)")
     p.add_argument("--gpus", type=int, default=2, help="processes (GPUs) of the DDP run")
-    p.add_argument("--batch-per-gpu", type=int, required=True)
+    p.add_argument("--batch-per-gpu", type=int, help="images per GPU (required unless --rescore)")
     p.add_argument("--iters", type=int, default=300)
     p.add_argument("--warmup", type=int, default=50,
                    help="iterations of linear LR warm-up, left out of the throughput")
     p.add_argument("--window", type=int, default=25, help="iterations per windowed mean of the loss comparison")
-    p.add_argument("--tolerance", type=float, default=0.05,
-                   help="largest relative difference of the windowed means that counts as a match")
+    p.add_argument("--max-z", type=float, default=3.0,
+                   help="the DDP loss curve matches if no windowed mean differs by more standard errors")
     p.add_argument("--amp-dtype", choices=["bfloat16", "float16"], help="train under AmpOptimWrapper")
     p.add_argument("--sample-data", action="store_true",
                    help="train on the bundled sample photos (classification image folder or COCO instances)")
@@ -50,10 +51,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--runs", nargs="+", default=[name for name, _, _ in RUNS], choices=[name for name, _, _ in RUNS],
                    help="runs to (re)do; the others are read from --work-dir")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="config overrides for every run")
-    p.add_argument("--work-dir", type=Path, required=True)
+    p.add_argument("--work-dir", type=Path, help="where the runs train (required unless --rescore)")
     p.add_argument("--out", type=Path, help="JSON report (default: <work-dir>/scaling.json)")
+    p.add_argument("--rescore", type=Path, metavar="REPORT",
+                   help="no runs: redo the comparison of a saved report with --window / --max-z into --out")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.rescore is not None:
+        if args.out is None:
+            p.error("--rescore needs --out")
+        report = json.loads(args.rescore.read_text())
+        report["settings"] = {k: v for k, v in report["settings"].items() if k != "tolerance"}
+        report["settings"].update(window=args.window, max_z=args.max_z)
+        report["scaling"] = summarize(report["runs"], report["settings"]["gpus"], args.window, args.max_z)
+        args.out.write_text(json.dumps(report, indent=1))
+        _log.info("%s\nwrote %s", format_summary(report), args.out)
+        return 0
+    if args.config is None or args.work_dir is None or args.batch_per_gpu is None:
+        p.error("a config, --work-dir and --batch-per-gpu are needed (or --rescore REPORT)")
 
     options = dict(args.cfg_options or {})
     if args.sample_data:
@@ -64,7 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                            args.sample_per_class))
     report = scaling_study(args.config, args.work_dir, gpus=args.gpus, batch_per_gpu=args.batch_per_gpu,
                            iters=args.iters, warmup=args.warmup, window=args.window, options=options,
-                           amp_dtype=args.amp_dtype, tolerance=args.tolerance, runs=args.runs, log=_log.info)
+                           amp_dtype=args.amp_dtype, max_z=args.max_z, runs=args.runs, log=_log.info)
     out = args.out or args.work_dir / "scaling.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

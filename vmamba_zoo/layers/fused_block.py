@@ -220,7 +220,7 @@ def _linear_grads(dout: Tensor, inp: Tensor, weight: Tensor, has_bias: bool) -> 
 
 
 def _grads_as_params(grads: Sequence[_TensorOpt], params: Sequence[_TensorOpt]) -> List[_TensorOpt]:
-    """``grads`` reshaped to their parameters' shapes and cast to their dtypes; the casts (gradients a kernel
+    """``grads`` reshaped to their parameters' shapes (and strides) and cast to their dtypes; the casts (gradients a kernel
     wrote in the compute dtype) are done together by one :func:`_cast_group` per parameter dtype where there
     are more than two."""
     out: List[_TensorOpt] = []
@@ -229,8 +229,13 @@ def _grads_as_params(grads: Sequence[_TensorOpt], params: Sequence[_TensorOpt]) 
         if grad is None or param is None:
             out.append(None)
             continue
-        if grad.shape != param.shape:
+        if grad.shape != param.shape or grad.stride() != param.stride():
+            # the parameter's shape and strides, as AccumulateGrad gives and DDP's gradient buckets expect: a
+            # conv weight's gradient in channels-last memory (C, 1, k, k) differs only in its size-1 dimension's
+            # stride, and reshape gives the canonical strides without a copy
             grad = grad.reshape(param.shape)
+            if param.is_contiguous() and grad.stride() != param.stride():
+                grad = grad.contiguous()
         if grad.dtype != param.dtype:
             to_cast.setdefault(param.dtype, []).append(len(out))
         out.append(grad)

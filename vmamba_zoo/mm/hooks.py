@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import time
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -176,8 +177,11 @@ class TrainRecordHook(Hook):
     of training the ranks' records are gathered (one ``all_gather_object``, nothing during training) and rank 0
     writes ``out_file`` (default ``<work_dir>/train_record.json``)::
 
-        {"world_size": N, "ranks": [{"rank": 0, "iter": [...], "images": [...], "time": [...],
-                                     "data_time": [...], "loss": [...], "losses": {"loss_cls": [...], ...}}, ...]}
+        {"world_size": N, "ranks": [{"rank": 0, "wall_start": t, "wall_end": t, "iter": [...], "images": [...],
+                                     "time": [...], "data_time": [...], "loss": [...],
+                                     "losses": {"loss_cls": [...], ...}}, ...]}
+
+    (``wall_start`` / ``wall_end``: ``time.time()`` before the first and after the last iteration.)
 
     ``tools/ddp_scaling.py`` reads it: throughput from the times, the global loss (the ranks' mean) to
     compare a multi-GPU run with a single-GPU run of the same total batch.
@@ -193,7 +197,8 @@ class TrainRecordHook(Hook):
         self._record: Dict[str, Any] = {}
 
     def before_train(self, runner) -> None:
-        self._record = dict(rank=get_dist_info()[0], iter=[], images=[], time=[], data_time=[], loss=[], losses={})
+        self._record = dict(rank=get_dist_info()[0], wall_start=time.time(), wall_end=None, iter=[], images=[],
+                            time=[], data_time=[], loss=[], losses={})
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         hub = runner.message_hub
@@ -209,6 +214,7 @@ class TrainRecordHook(Hook):
 
     def after_train(self, runner) -> None:
         rank, world_size = get_dist_info()
+        self._record["wall_end"] = time.time()
         records = all_gather_object(self._record) if world_size > 1 else [self._record]
         if rank != 0:
             return

@@ -18,8 +18,10 @@ the DDP run's global batch ``i`` (the ranks' batches together) holds the same im
 batch ``i``; with the same seed the models start from the same weights.  What still differs: each rank's
 data-loader workers draw their own augmentations, per-rank random draws in the model (drop path, Mixup, box
 samplers), and the order of floating-point sums.  So the curves agree in their windowed means, not per
-iteration; the study reports the largest relative difference of the windowed means, and the same measure
-between ``single`` and ``single_total`` (half the batch: a different optimisation) as a control.
+iteration; the study compares windowed means (:func:`compare_losses`: relative differences, and differences in
+standard errors of the windows' scatter), and gives the same measures between ``single`` and
+``single_total`` (half the batch: a different optimisation) as a control that the comparison can tell curves
+apart.
 
 Throughput: images per iteration (all ranks) over the median iteration time after ``warmup`` iterations
 (mmengine's ``IterTimerHook`` times); scaling efficiency = DDP img/s / (``gpus`` x single img/s).
@@ -30,17 +32,19 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import math
 import os
 import platform
 import socket
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["RUNS", "sample_data_options", "prepare_config", "read_record", "throughput", "global_loss",
-           "compare_losses", "scaling_study", "format_summary"]
+           "compare_losses", "scaling_study", "summarize", "format_summary"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,21 +209,26 @@ def global_loss(record: Dict[str, Any]) -> List[float]:
 
 
 def compare_losses(loss: Sequence[float], reference: Sequence[float], window: int) -> Dict[str, Any]:
-    """Windowed means of two loss curves of equal length (windows of ``window`` iterations, the last one
-    dropped if partial) and their relative differences ``|mean - ref mean| / ref mean``."""
+    """Windowed means of two loss curves of equal length (windows of ``window`` >= 2 iterations, a partial last
+    one dropped), their relative differences ``|mean - ref mean| / |ref mean|`` and their differences in
+    standard errors, ``z = (mean - ref mean) / sqrt(var / n + ref var / n)`` with each window's scatter: a
+    two-sample test per window.  Losses of random batches scatter by several percent per iteration, so a
+    relative tolerance is arbitrary; ``z`` says whether a difference stands out of that scatter."""
     if len(loss) != len(reference):
         raise ValueError(f"loss curves of different lengths: {len(loss)} and {len(reference)}")
-    if window < 1 or len(loss) < window:
-        raise ValueError(f"window ({window}) must be between 1 and the curves' length ({len(loss)})")
+    if window < 2 or len(loss) < window:
+        raise ValueError(f"window ({window}) must be between 2 and the curves' length ({len(loss)})")
     rows = []
     for start in range(0, len(loss) - window + 1, window):
-        mean = statistics.fmean(loss[start:start + window])
-        ref = statistics.fmean(reference[start:start + window])
+        part, ref_part = loss[start:start + window], reference[start:start + window]
+        mean, ref = statistics.fmean(part), statistics.fmean(ref_part)
+        error = math.sqrt((statistics.variance(part) + statistics.variance(ref_part)) / window)
+        z = (mean - ref) / error if error > 0 else (0.0 if mean == ref else math.copysign(math.inf, mean - ref))
         rows.append(dict(iters=[start, start + window], mean=round(mean, 5), reference=round(ref, 5),
-                         rel_diff=round(abs(mean - ref) / abs(ref), 5)))
+                         rel_diff=round(abs(mean - ref) / abs(ref), 5), z=round(z, 3)))
     return dict(window=window, windows=rows, max_rel_diff=max(r["rel_diff"] for r in rows),
                 mean_rel_diff=round(statistics.fmean(r["rel_diff"] for r in rows), 5),
-                first_loss=[round(loss[0], 5), round(reference[0], 5)])
+                max_abs_z=max(abs(r["z"]) for r in rows), first_loss=[round(loss[0], 5), round(reference[0], 5)])
 
 
 # ----------------------------------------------------------------------------- the study
@@ -256,15 +265,26 @@ def _environment(gpus: int) -> Dict[str, Any]:
     return env
 
 
+def _phases(record: Dict[str, Any], wall: Optional[Tuple[float, float]]) -> Dict[str, Optional[float]]:
+    """Seconds from the processes' start to the first iteration (imports, model, data workers), of training,
+    and from the last iteration to the processes' exit; None for a run read from an earlier study."""
+    starts = [r.get("wall_start") for r in record["ranks"]]
+    ends = [r.get("wall_end") for r in record["ranks"]]
+    if wall is None or None in starts or None in ends:
+        return dict(startup_s=None, train_s=None, exit_s=None)
+    return dict(startup_s=round(min(starts) - wall[0], 1), train_s=round(max(ends) - min(starts), 1),
+                exit_s=round(wall[1] - max(ends), 1))
+
+
 def scaling_study(config: Path, work_dir: Path, *, gpus: int, batch_per_gpu: int, iters: int, warmup: int,
                   window: int, options: Optional[Dict[str, Any]] = None, amp_dtype: Optional[str] = None,
-                  tolerance: float = 0.05, runs: Sequence[str] = ("single", "ddp", "single_total"),
+                  max_z: float = 3.0, runs: Sequence[str] = ("single", "ddp", "single_total"),
                   log=print) -> Dict[str, Any]:
     """Run the study (see the module docstring) under ``work_dir`` and return its report.
 
     ``gpus`` >= 2 processes for the DDP run (CUDA: that many visible GPUs); ``window``: iterations per
-    windowed mean of the loss comparison; ``tolerance``: the largest relative difference of the windowed means
-    for which the DDP curve counts as matching ``single_total``'s; ``runs``: a subset to run (the others are
+    windowed mean of the loss comparison (:func:`compare_losses`); ``max_z``: the DDP curve matches
+    ``single_total``'s if no window's means differ by more than ``max_z`` standard errors; ``runs``: a subset to run (the others are
     read from ``work_dir`` if recorded there); ``log``: progress messages.  Raises ``RuntimeError`` with the
     end of its output if a run fails."""
     import torch
@@ -279,9 +299,10 @@ def scaling_study(config: Path, work_dir: Path, *, gpus: int, batch_per_gpu: int
     work_dir = Path(work_dir).resolve()
     report: Dict[str, Any] = dict(environment=_environment(gpus), settings=dict(
         config=str(config), gpus=gpus, batch_per_gpu=batch_per_gpu, iters=iters, warmup=warmup, window=window,
-        amp_dtype=amp_dtype, tolerance=tolerance, options={k: repr(v) for k, v in (options or {}).items()}),
+        amp_dtype=amp_dtype, max_z=max_z, options={k: repr(v) for k, v in (options or {}).items()}),
         runs={})
-    records = {}
+    records: Dict[str, Dict[str, Any]] = {}
+    wall: Dict[str, Tuple[float, float]] = {}  # (process start, process end) of the runs made here
     for name, procs, mult in RUNS:
         processes = gpus if procs == "gpus" else 1
         batch = batch_per_gpu * (gpus if mult == "gpus" else 1)
@@ -294,30 +315,42 @@ def scaling_study(config: Path, work_dir: Path, *, gpus: int, batch_per_gpu: int
             if torch.cuda.is_available():
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(processes))
             log(f"[{name}] {processes} process(es) x {batch} images, {iters} iterations")
-            started = datetime.datetime.now()
+            started = time.time()
             proc = subprocess.run(_command(cfg_path, run_dir, processes), cwd=ROOT, env=env, capture_output=True,
                                   text=True)
+            ended = time.time()
             (run_dir / "output.log").write_text(proc.stdout + proc.stderr)
             if proc.returncode != 0:
                 raise RuntimeError(f"run {name!r} failed (exit {proc.returncode}); end of its output:\n"
                                    f"{(proc.stdout + proc.stderr)[-4000:]}")
-            log(f"[{name}] done in {(datetime.datetime.now() - started).total_seconds():.0f} s")
+            log(f"[{name}] done in {ended - started:.0f} s")
+            wall[name] = (started, ended)
         if not record_path.exists():
             raise FileNotFoundError(f"{record_path}: run {name!r} has no record; run it (runs=...)")
         records[name] = read_record(record_path)
         report["runs"][name] = dict(throughput(records[name], warmup), batch_per_process=batch,
+                                    **_phases(records[name], wall.get(name)),
                                     loss=[round(v, 5) for v in global_loss(records[name])],
                                     record=str(record_path.relative_to(work_dir)))
-    single, ddp = report["runs"]["single"], report["runs"]["ddp"]
-    loss = compare_losses(global_loss(records["ddp"]), global_loss(records["single_total"]), window)
-    control = compare_losses(global_loss(records["single"]), global_loss(records["single_total"]), window)
-    report["scaling"] = dict(
-        efficiency=round(ddp["img_per_s"] / (gpus * single["img_per_s"]), 4),
-        speedup=round(ddp["img_per_s"] / single["img_per_s"], 4),
-        loss_ddp_vs_single_total=loss, loss_match=loss["max_rel_diff"] <= tolerance,
-        control_single_vs_single_total=dict(max_rel_diff=control["max_rel_diff"],
-                                            mean_rel_diff=control["mean_rel_diff"]))
+    report["scaling"] = summarize(report["runs"], gpus, window, max_z)
     return report
+
+
+def summarize(runs: Dict[str, Dict[str, Any]], gpus: int, window: int, max_z: float) -> Dict[str, Any]:
+    """The scaling part of a report from its ``runs`` (each with ``img_per_s`` and its global ``loss`` per
+    iteration): efficiency, speed-up, the DDP loss curve against ``single_total``'s and the control
+    (:func:`compare_losses`); :func:`scaling_study` calls it, and ``tools/ddp_scaling.py --rescore`` redoes it
+    for a saved report with another window or ``max_z``."""
+    single, ddp, total = runs["single"], runs["ddp"], runs["single_total"]
+    loss = compare_losses(ddp["loss"], total["loss"], window)
+    control = compare_losses(single["loss"], total["loss"], window)
+    return dict(efficiency=round(ddp["img_per_s"] / (gpus * single["img_per_s"]), 4),
+                speedup=round(ddp["img_per_s"] / single["img_per_s"], 4),
+                loss_ddp_vs_single_total=loss, loss_match=loss["max_abs_z"] <= max_z,
+                control_single_vs_single_total=dict(max_rel_diff=control["max_rel_diff"],
+                                                    mean_rel_diff=control["mean_rel_diff"],
+                                                    max_abs_z=control["max_abs_z"],
+                                                    z=[row["z"] for row in control["windows"]]))
 
 
 def format_summary(report: Dict[str, Any]) -> str:
@@ -325,17 +358,19 @@ def format_summary(report: Dict[str, Any]) -> str:
     s = report["settings"]
     lines = [f"{Path(s['config']).name}: {s['iters']} iterations, {s['batch_per_gpu']} images per GPU, "
              f"amp {s['amp_dtype']}, on {', '.join(report['environment']['devices'])}", "",
-             "| run | processes | images / iter | iter s (median, p90) | data s | img/s | img/s per GPU |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | processes | images / iter | iter s (median, p90) | data s | img/s | img/s per GPU | start / train / exit s |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, run in report["runs"].items():
         lines.append(f"| {name} | {run['processes']} | {run['images_per_iter']:g} | {run['iter_s_median']:.4f}, "
                      f"{run['iter_s_p90']:.4f} | {run['data_s_median']} | {run['img_per_s']:.1f} | "
-                     f"{run['img_per_s_per_gpu']:.1f} |")
+                     f"{run['img_per_s_per_gpu']:.1f} | {run.get('startup_s')} / {run.get('train_s')} / {run.get('exit_s')} |")
     sc = report["scaling"]
     cmp_ = sc["loss_ddp_vs_single_total"]
+    control = sc["control_single_vs_single_total"]
     lines += ["", f"scaling efficiency {sc['efficiency']:.3f} (speed-up {sc['speedup']:.2f}x on {s['gpus']} GPUs); "
-              f"loss, DDP vs one GPU at the same total batch: windowed means ({cmp_['window']} iterations) differ "
-              f"by at most {100 * cmp_['max_rel_diff']:.2f}% (mean {100 * cmp_['mean_rel_diff']:.2f}%; "
-              f"{'match' if sc['loss_match'] else 'NO match'} at {100 * s['tolerance']:g}%); control, half the "
-              f"batch on one GPU: at most {100 * sc['control_single_vs_single_total']['max_rel_diff']:.2f}%"]
+              f"loss, DDP vs one GPU at the same total batch, windowed means ({cmp_['window']} iterations): "
+              f"at most {100 * cmp_['max_rel_diff']:.2f}% apart (mean {100 * cmp_['mean_rel_diff']:.2f}%), at most "
+              f"{cmp_['max_abs_z']:.2f} standard errors ({'match' if sc['loss_match'] else 'NO match'} at "
+              f"{s['max_z']:g}); control, half the batch on one GPU: at most {100 * control['max_rel_diff']:.2f}%, "
+              f"{control['max_abs_z']:.2f} standard errors"]
     return "\n".join(lines)
