@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from mmengine.config import Config
 
-from vmamba_zoo.mm.scaling import (compare_losses, global_loss, prepare_config, read_record, sample_data_options,
-                                   throughput)
+from vmamba_zoo.mm.scaling import (RUNS, compare_losses, global_loss, prepare_config, read_record, run_shape,
+                                   sample_data_options, throughput)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLS_CONFIG = ROOT / "configs/classification/vmamba-tiny-s1l8_8xb128-300e_in1k.py"
@@ -74,6 +74,12 @@ def test_throughput_and_global_loss_of_a_record(tmp_path):
     path.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="different"):
         read_record(path)
+
+
+def test_run_shapes():
+    assert [run_shape(name, 4, 8) for name in RUNS] == [(1, 8), (4, 8), (1, 32)]
+    with pytest.raises(ValueError, match="unknown run"):
+        run_shape("triple", 4, 8)
 
 
 def test_prepare_config_sets_the_study_up(tmp_path):
@@ -136,7 +142,7 @@ def test_ddp_study_on_cpu_matches_one_process_at_the_same_total_batch(tmp_path):
     record = read_record(tmp_path / "study" / "ddp" / "train_record.json")
     assert record["world_size"] == 2 and [r["rank"] for r in record["ranks"]] == [0, 1]
     assert all(r["images"] == [2] * 6 and r["wall_end"] > r["wall_start"] for r in record["ranks"])
-    assert (tmp_path / "study" / "ddp" / "config.py").is_file() and (tmp_path / "study" / "ddp" / "output.log").is_file()
+    assert all((tmp_path / "study" / "ddp" / name).is_file() for name in ("config.py", "output.log"))
     # --rescore: the comparison again from the saved report, nothing run
     rescored = tmp_path / "rescored.json"
     assert tool.main(["--rescore", str(out), "--out", str(rescored), "--window", "2", "--max-z", "0"]) == 0

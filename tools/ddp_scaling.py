@@ -48,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="train on the bundled sample photos (classification image folder or COCO instances)")
     p.add_argument("--sample-size", type=int, default=256, help="sample images' side")
     p.add_argument("--sample-per-class", type=int, default=100, help="classification: crops per class")
-    p.add_argument("--runs", nargs="+", default=[name for name, _, _ in RUNS], choices=[name for name, _, _ in RUNS],
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS),
                    help="runs to (re)do; the others are read from --work-dir")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, help="config overrides for every run")
     p.add_argument("--work-dir", type=Path, help="where the runs train (required unless --rescore)")

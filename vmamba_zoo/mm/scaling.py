@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import logging
 import math
 import os
 import platform
@@ -41,15 +42,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["RUNS", "sample_data_options", "prepare_config", "read_record", "throughput", "global_loss",
-           "compare_losses", "scaling_study", "summarize", "format_summary"]
+__all__ = ["RUNS", "run_shape", "sample_data_options", "prepare_config", "read_record", "throughput",
+           "global_loss", "compare_losses", "scaling_study", "summarize", "format_summary"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: the three runs of a study: (name, processes, images per process as a multiple of batch_per_gpu)
-RUNS: Tuple[Tuple[str, str, str], ...] = (("single", "1", "1"), ("ddp", "gpus", "1"), ("single_total", "1", "gpus"))
+#: the runs of a study, in the order they run (see the module docstring and :func:`run_shape`)
+RUNS: Tuple[str, ...] = ("single", "ddp", "single_total")
+
+_log = logging.getLogger(__name__)
+
+
+def run_shape(name: str, gpus: int, batch_per_gpu: int) -> Tuple[int, int]:
+    """(processes, images per process) of the study's run ``name``."""
+    shapes = dict(single=(1, batch_per_gpu), ddp=(gpus, batch_per_gpu), single_total=(1, gpus * batch_per_gpu))
+    if name not in shapes:
+        raise ValueError(f"unknown run {name!r}; choose from {list(RUNS)}")
+    return shapes[name]
 
 
 # ----------------------------------------------------------------------------- configs
@@ -278,24 +289,24 @@ def _phases(record: Dict[str, Any], wall: Optional[Tuple[float, float]]) -> Dict
 
 def scaling_study(config: Path, work_dir: Path, *, gpus: int, batch_per_gpu: int, iters: int, warmup: int,
                   window: int, options: Optional[Dict[str, Any]] = None, amp_dtype: Optional[str] = None,
-                  max_z: float = 3.0, runs: Sequence[str] = ("single", "ddp", "single_total"),
-                  log=print) -> Dict[str, Any]:
+                  max_z: float = 3.0, runs: Sequence[str] = RUNS,
+                  log: Callable[[str], None] = _log.info) -> Dict[str, Any]:
     """Run the study (see the module docstring) under ``work_dir`` and return its report.
 
     ``gpus`` >= 2 processes for the DDP run (CUDA: that many visible GPUs); ``window``: iterations per
     windowed mean of the loss comparison (:func:`compare_losses`); ``max_z``: the DDP curve matches
-    ``single_total``'s if no window's means differ by more than ``max_z`` standard errors; ``runs``: a subset to run (the others are
-    read from ``work_dir`` if recorded there); ``log``: progress messages.  Raises ``RuntimeError`` with the
-    end of its output if a run fails."""
+    ``single_total``'s if no window's means differ by more than ``max_z`` standard errors; ``runs``: a subset
+    to run (the others are read from ``work_dir`` if recorded there); ``log``: progress messages.  Raises
+    ``RuntimeError`` with the end of its output if a run fails."""
     import torch
 
     if gpus < 2:
         raise ValueError(f"gpus must be at least 2 for a DDP run, got {gpus}")
     if torch.cuda.is_available() and torch.cuda.device_count() < gpus:
         raise ValueError(f"gpus={gpus} but only {torch.cuda.device_count()} CUDA device(s) are visible")
-    unknown = set(runs) - {name for name, _, _ in RUNS}
+    unknown = set(runs) - set(RUNS)
     if unknown:
-        raise ValueError(f"unknown runs {sorted(unknown)}; choose from {[name for name, _, _ in RUNS]}")
+        raise ValueError(f"unknown runs {sorted(unknown)}; choose from {list(RUNS)}")
     work_dir = Path(work_dir).resolve()
     report: Dict[str, Any] = dict(environment=_environment(gpus), settings=dict(
         config=str(config), gpus=gpus, batch_per_gpu=batch_per_gpu, iters=iters, warmup=warmup, window=window,
@@ -303,9 +314,8 @@ def scaling_study(config: Path, work_dir: Path, *, gpus: int, batch_per_gpu: int
         runs={})
     records: Dict[str, Dict[str, Any]] = {}
     wall: Dict[str, Tuple[float, float]] = {}  # (process start, process end) of the runs made here
-    for name, procs, mult in RUNS:
-        processes = gpus if procs == "gpus" else 1
-        batch = batch_per_gpu * (gpus if mult == "gpus" else 1)
+    for name in RUNS:
+        processes, batch = run_shape(name, gpus, batch_per_gpu)
         run_dir = work_dir / name
         record_path = run_dir / "train_record.json"
         if name in runs:
@@ -358,12 +368,14 @@ def format_summary(report: Dict[str, Any]) -> str:
     s = report["settings"]
     lines = [f"{Path(s['config']).name}: {s['iters']} iterations, {s['batch_per_gpu']} images per GPU, "
              f"amp {s['amp_dtype']}, on {', '.join(report['environment']['devices'])}", "",
-             "| run | processes | images / iter | iter s (median, p90) | data s | img/s | img/s per GPU | start / train / exit s |",
+             "| run | processes | images / iter | iter s (median, p90) | data s | img/s | img/s per GPU "
+             "| start / train / exit s |",
              "|---|---|---|---|---|---|---|---|"]
     for name, run in report["runs"].items():
         lines.append(f"| {name} | {run['processes']} | {run['images_per_iter']:g} | {run['iter_s_median']:.4f}, "
                      f"{run['iter_s_p90']:.4f} | {run['data_s_median']} | {run['img_per_s']:.1f} | "
-                     f"{run['img_per_s_per_gpu']:.1f} | {run.get('startup_s')} / {run.get('train_s')} / {run.get('exit_s')} |")
+                     f"{run['img_per_s_per_gpu']:.1f} | {run.get('startup_s')} / {run.get('train_s')} / "
+                     f"{run.get('exit_s')} |")
     sc = report["scaling"]
     cmp_ = sc["loss_ddp_vs_single_total"]
     control = sc["control_single_vs_single_total"]
