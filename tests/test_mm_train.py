@@ -199,6 +199,11 @@ def test_train_tool_options(coco_config, tmp_path):
     assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.loss_scale == "dynamic"
     assert cfg.resume is True and cfg.load_from is None and cfg.work_dir == str(tmp_path)
     assert cfg.train_cfg.max_iters == 7
+    assert "dtype" not in cfg.optim_wrapper  # mmengine's default (float16)
+    cfg = train_tool.build_config(train_tool.parse_args([str(coco_config), "--amp", "--amp-dtype", "bfloat16"]))
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == "bfloat16"
+    with pytest.raises(SystemExit):
+        train_tool.parse_args([str(coco_config), "--amp-dtype", "bfloat16"])  # needs --amp
     cfg = train_tool.build_config(train_tool.parse_args([str(coco_config), "--resume", "ckpt.pth"]))
     assert cfg.resume is True and cfg.load_from == "ckpt.pth"
     assert cfg.work_dir.endswith("mask_rcnn_test_vmamba")

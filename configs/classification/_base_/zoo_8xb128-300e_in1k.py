@@ -5,7 +5,8 @@
 #   cosine to 1e-5, gradient clipping 5, label smoothing 0.1, Mixup 0.8 /
 #   CutMix 1.0, RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25,
 #   EMA 0.9999 (validation uses the EMA weights), bicubic 224 crops,
-#   evaluation at crop_pct 0.875.  The official runs used AMP: add --amp.
+#   evaluation at crop_pct 0.875.  The official runs used AMP: add --amp (with
+#   --amp-dtype bfloat16 the VSS blocks run the zoo's fused GPU path).
 # Weight decay: none on norms, biases and other 1-D parameters (as the official
 # trainers), nor on the SSM's A_logs (the official VMamba trainer decays it;
 # mamba_ssm and the zoo's no_weight_decay() do not).
