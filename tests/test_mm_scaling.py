@@ -87,7 +87,7 @@ def test_prepare_config_sets_the_study_up(tmp_path):
                          warmup=10, options={"model.model_name": "test_vmamba"}, amp_dtype="bfloat16")
     cfg = Config.fromfile(str(out))
     assert cfg.model.model_name == "test_vmamba" and cfg.train_dataloader.batch_size == 16
-    assert cfg.train_dataloader.sampler.type == "InfiniteSampler"
+    assert cfg.train_dataloader.sampler.type == "InfiniteSampler" and cfg.train_dataloader.persistent_workers is False
     assert cfg.train_cfg.type == "IterBasedTrainLoop" and cfg.train_cfg.max_iters == 40
     assert cfg.val_cfg is None and cfg.val_dataloader is None and cfg.val_evaluator is None
     assert [s.type for s in cfg.param_scheduler] == ["LinearLR"] and cfg.param_scheduler[0].end == 10

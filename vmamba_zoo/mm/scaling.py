@@ -8,10 +8,10 @@
 * ``single_total``: one GPU, ``gpus * batch_per_gpu`` images: the loss reference of the DDP run (same total
   batch).
 
-Every run trains ``iters`` iterations (``IterBasedTrainLoop`` over an ``InfiniteSampler``, validation and
-checkpoints off, the config's optimizer with a linear warm-up over the first ``warmup`` iterations, then a
-constant learning rate: a config's epoch schedule does not fit a few hundred iterations) with a
-:class:`~vmamba_zoo.mm.hooks.TrainRecordHook`.  The config each run trained is written beside its logs.
+Every run trains ``iters`` iterations (``IterBasedTrainLoop`` over an ``InfiniteSampler``, validation,
+checkpoints and persistent data-loader workers off, the config's optimizer with a linear warm-up over the
+first ``warmup`` iterations, then a constant learning rate: a config's epoch schedule does not fit a few
+hundred iterations) with a :class:`~vmamba_zoo.mm.hooks.TrainRecordHook`.  The config each run trained is written beside its logs.
 
 An ``InfiniteSampler`` hands rank ``r`` of ``n`` the items ``r, r + n, r + 2n, ...`` of one seeded order, so
 the DDP run's global batch ``i`` (the ranks' batches together) holds the same images as ``single_total``'s
@@ -137,6 +137,9 @@ def prepare_config(config: Path, out: Path, *, processes: int, batch_per_process
         cfg.merge_from_dict(copy.deepcopy(options))
     cfg.train_dataloader.batch_size = batch_per_process
     cfg.train_dataloader.sampler = dict(type="InfiniteSampler", shuffle=True)
+    # one iterator over an infinite sampler: persistent workers change nothing while training, and with
+    # pin_memory their shutdown waits 5 s per worker (PyTorch issue 81794; a minute per run at 12 workers)
+    cfg.train_dataloader.persistent_workers = False
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters + 1)
     for key in ("val_cfg", "val_dataloader", "val_evaluator"):
         cfg[key] = None
