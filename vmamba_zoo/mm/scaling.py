@@ -11,7 +11,8 @@
 Every run trains ``iters`` iterations (``IterBasedTrainLoop`` over an ``InfiniteSampler``, validation,
 checkpoints and persistent data-loader workers off, the config's optimizer with a linear warm-up over the
 first ``warmup`` iterations, then a constant learning rate: a config's epoch schedule does not fit a few
-hundred iterations) with a :class:`~vmamba_zoo.mm.hooks.TrainRecordHook`.  The config each run trained is written beside its logs.
+hundred iterations) with a :class:`~vmamba_zoo.mm.hooks.TrainRecordHook`.  The config each run trained is
+written beside its logs.
 
 An ``InfiniteSampler`` hands rank ``r`` of ``n`` the items ``r, r + n, r + 2n, ...`` of one seeded order, so
 the DDP run's global batch ``i`` (the ranks' batches together) holds the same images as ``single_total``'s
