@@ -4,10 +4,11 @@ The anchors' CPU setting: batch 1, 224x224, eval, fp32, all cores of the machine
 entry once; the median over rounds is reported (a 2-core machine's timings drift by +-20% between
 processes and over minutes, so entries are compared within rounds).  A zoo model can be listed twice:
 ``name`` uses the native CPU scan kernel (the default), ``name:chunked`` the chunked PyTorch scan
-(``VMAMBA_ZOO_NATIVE_CPU=0`` for that call).
+(``VMAMBA_ZOO_NATIVE_CPU=0`` for that call), ``name:aten-linear`` its linear layers through ``F.linear``
+instead of oneDNN's fused kernel (``vmamba_zoo.layers.linear.USE_ONEDNN_CPU_LINEAR = False`` for that call).
 
-    python benchmarks/cpu_latency.py vmamba_tiny_s1l8 vmamba_tiny_s1l8:chunked convnext_tiny \\
-        swin_tiny_patch4_window7_224 --rounds 10 --out benchmarks/cpu_latency.json
+    python benchmarks/cpu_latency.py vmamba_tiny_s1l8 vmamba_tiny_s1l8:chunked vmamba_tiny_s1l8:aten-linear \\
+        convnext_tiny swin_tiny_patch4_window7_224 --rounds 10 --out benchmarks/cpu_latency.json
 """
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ import timm
 import torch
 
 import vmamba_zoo  # noqa: F401  (registers the models)
+import vmamba_zoo.layers.linear as zoo_linear
 from vmamba_zoo.benchmark import environment
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("entries", nargs="+", help="model names; NAME:chunked runs the chunked CPU scan")
+    parser.add_argument("entries", nargs="+", help="model names; NAME:chunked runs the chunked CPU scan, "
+                        "NAME:aten-linear the linear layers through F.linear")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--img-size", type=int, default=224)
@@ -43,15 +46,16 @@ def main() -> None:
     models = {}
     for entry in args.entries:
         name, _, variant = entry.partition(":")
-        if variant not in ("", "chunked"):
-            parser.error(f"unknown variant {variant!r} in {entry!r} (only ':chunked')")
-        models[entry] = (timm.create_model(name).eval(), variant == "chunked")
+        if variant not in ("", "chunked", "aten-linear"):
+            parser.error(f"unknown variant {variant!r} in {entry!r} (':chunked' or ':aten-linear')")
+        models[entry] = (timm.create_model(name).eval(), variant)
     native_before = os.environ.get("VMAMBA_ZOO_NATIVE_CPU")
     times: Dict[str, List[float]] = {entry: [] for entry in models}
 
     def run(entry: str) -> float:
-        model, chunked = models[entry]
-        os.environ["VMAMBA_ZOO_NATIVE_CPU"] = "0" if chunked else (native_before or "1")
+        model, variant = models[entry]
+        os.environ["VMAMBA_ZOO_NATIVE_CPU"] = "0" if variant == "chunked" else (native_before or "1")
+        zoo_linear.USE_ONEDNN_CPU_LINEAR = variant != "aten-linear"
         t0 = time.perf_counter()
         model(image)
         return 1e3 * (time.perf_counter() - t0)
@@ -65,6 +69,7 @@ def main() -> None:
                 for entry in models:
                     times[entry].append(run(entry))
     finally:
+        zoo_linear.USE_ONEDNN_CPU_LINEAR = True
         if native_before is None:
             os.environ.pop("VMAMBA_ZOO_NATIVE_CPU", None)
         else:

@@ -28,6 +28,7 @@ from vmamba_zoo_kernels.dispatch import native_or_chunked, resolve_backend
 from vmamba_zoo_kernels.native_cpu import scan_routes_native
 from vmamba_zoo_kernels.ops import selective_scan_routes_projected_triton
 
+from .linear import linear
 from .param_cache import cached_derived
 
 __all__ = ["ss2d_core_fused", "can_fuse", "core_weights", "block_diagonal", "diagonal_blocks"]
@@ -118,7 +119,7 @@ def ss2d_core_fused(mixer: nn.Module, x: torch.Tensor, backend: str = "auto") ->
     x_pm = pattern.fused_core_map(x_pm, height, width)  # what the routes read: the map itself for gather patterns
     pixels = x_pm.shape[1]
     x_proj_weight, dt_weight, A = core_weights(mixer, x.dtype)  # reused across inference calls
-    x_dbl = F.linear(x_pm, x_proj_weight).view(batch, pixels, routes, width_dbl)
+    x_dbl = linear(x_pm, x_proj_weight).view(batch, pixels, routes, width_dbl)
     dt_features = x_dbl[..., :r]  # (B, P, K, R) view
     bs = x_dbl[..., r:r + n].permute(0, 2, 3, 1)  # (B, K, N, P) views, no copies
     cs = x_dbl[..., r + n:].permute(0, 2, 3, 1)

@@ -1,13 +1,72 @@
-"""A linear layer that works on channels-last or channels-first maps with one weight layout."""
+"""A linear layer that works on channels-last or channels-first maps with one weight layout, and
+:func:`linear`, the zoo's linear op: on CPU in fp32 inference it runs oneDNN's linear kernel with the
+bias and an optional GELU fused in.
+
+CPU, 2 cores (AMD EPYC, AVX-512), fp32, batch 1: a VMamba-T MLP (fc1 - GELU - fc2) at its four stages'
+maps takes 2.46 / 2.28 / 2.22 / 2.74 ms through oneDNN against 3.08 / 2.54 / 2.52 / 3.98 ms through
+``F.linear`` (MKL's GEMM after a copy of the broadcast bias) and a separate GELU; the whole
+vmamba_tiny_s1l8 forward 80.2 against 85.9 ms with every linear layer on oneDNN (interleaved, median of
+12; outputs within 5e-7 relative).
+"""
 from __future__ import annotations
+
+import functools
+import platform
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .param_cache import autocast_inference_params
+from .param_cache import autocast_dtype, autocast_inference_params
 
-__all__ = ["ChannelLinear"]
+__all__ = ["ChannelLinear", "linear", "onednn_linear_available"]
+
+#: Set to False to run every CPU linear layer through ``F.linear`` (A/B measurements).
+USE_ONEDNN_CPU_LINEAR = True
+
+_ACTIVATIONS = (None, "gelu")
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_linear_available() -> bool:
+    """Whether this torch build has oneDNN's fused linear op (``torch.ops.mkldnn._linear_pointwise``, the
+    kernel ``torch.compile`` uses for CPU linear layers) on an x86-64 CPU, the only one it was measured on."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.mkldnn._linear_pointwise.default  # noqa: B018  (resolving the op is the check)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
+    """fp32 CPU inference (autograd off: the op has no backward), no CPU autocast, not traced, exported or
+    compiled (the op is not exportable), and oneDNN available."""
+    return (USE_ONEDNN_CPU_LINEAR and type(x) is torch.Tensor and x.device.type == "cpu"
+            and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and (bias is None or bias.dtype == torch.float32) and not torch.is_grad_enabled()
+            and autocast_dtype("cpu") is None and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+            and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling()
+            and onednn_linear_available())
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+           activation: Optional[str] = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` over the last axis, then ``activation`` (None, or ``'gelu'``: the exact,
+    erf GELU of ``nn.GELU()``).  x: (..., in_features); weight: (out_features, in_features).
+
+    In fp32 CPU inference (see :func:`_use_onednn`) one oneDNN kernel computes the product, the bias and the
+    GELU (the module docstring has the speeds); elsewhere ``F.linear`` and ``F.gelu``."""
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"linear: activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    if _use_onednn(x, weight, bias):
+        if activation == "gelu":
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    out = F.linear(x, weight, bias)
+    return F.gelu(out) if activation == "gelu" else out
 
 
 class ChannelLinear(nn.Linear):
@@ -18,7 +77,8 @@ class ChannelLinear(nn.Linear):
     is (B, C, H, W) and the layer runs as a 1x1 convolution on a view of the
     same weight; otherwise it is a plain linear layer over the last axis.
     Inference under autocast reuses the cast weights between calls
-    (:func:`~vmamba_zoo.layers.param_cache.autocast_inference_params`).
+    (:func:`~vmamba_zoo.layers.param_cache.autocast_inference_params`); fp32 CPU inference runs oneDNN's
+    fused kernel (:func:`linear`).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, channel_first: bool = False,
@@ -26,13 +86,18 @@ class ChannelLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.channel_first = channel_first
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, activation: Optional[str] = None) -> torch.Tensor:
+        """x: (B, H, W, C) or (..., C), or (B, C, H, W) with ``channel_first``; ``activation``: None or
+        ``'gelu'`` applied to the output (fused into the linear kernel on CPU, see :func:`linear`)."""
         weight, bias = autocast_inference_params(self, (self.weight, self.bias), x.device.type)
         if self.channel_first:
             if x.dim() != 4:
                 raise ValueError(f"ChannelLinear(channel_first=True) expects (B, C, H, W), got {tuple(x.shape)}")
-            return F.conv2d(x, weight[:, :, None, None], bias)
-        return F.linear(x, weight, bias)
+            if activation not in _ACTIVATIONS:
+                raise ValueError(f"ChannelLinear: activation must be one of {_ACTIVATIONS}, got {activation!r}")
+            out = F.conv2d(x, weight[:, :, None, None], bias)
+            return F.gelu(out) if activation == "gelu" else out
+        return linear(x, weight, bias, activation)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, channel_first={self.channel_first}"
