@@ -18,14 +18,18 @@ def _reference(x, weight, bias, activation):
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_linear_matches_f_linear_in_inference(activation, with_bias):
     torch.manual_seed(0)
-    weight, bias = torch.randn(48, 24), (torch.randn(48) if with_bias else None)
-    inputs = [torch.randn(7, 24), torch.randn(2, 5, 6, 24), torch.randn(2, 6, 5, 24).transpose(1, 2)]  # last: strided
+    weight, bias = torch.randn(512, 256) / 16, (torch.randn(512) if with_bias else None)  # 2^17 weights
+    inputs = [torch.randn(7, 256), torch.randn(2, 5, 6, 256), torch.randn(2, 6, 5, 256).transpose(1, 2)]  # strided
     with torch.inference_mode():
         for x in inputs:
             assert _use_onednn(x, weight, bias) == onednn_linear_available()
             got = linear(x, weight, bias, activation)
-            assert got.shape == x.shape[:-1] + (48,)
+            assert got.shape == x.shape[:-1] + (512,)
             torch.testing.assert_close(got, _reference(x, weight, bias, activation), rtol=1e-5, atol=1e-5)
+        small = weight[:, :128]  # below ONEDNN_MIN_WEIGHT: F.linear (faster there)
+        assert zoo_linear.ONEDNN_MIN_WEIGHT == 1 << 17 and not _use_onednn(inputs[0][:, :128], small, bias)
+        torch.testing.assert_close(linear(inputs[0][:, :128], small, bias, activation),
+                                   _reference(inputs[0][:, :128], small, bias, activation))
 
 
 def test_onednn_is_there_on_x86_linux_builds():
@@ -37,8 +41,8 @@ def test_onednn_is_there_on_x86_linux_builds():
 
 
 def test_linear_falls_back_where_onednn_does_not_apply():
-    weight, bias = torch.randn(8, 4, requires_grad=True), torch.randn(8, requires_grad=True)
-    x = torch.randn(3, 4, requires_grad=True)
+    weight, bias = torch.randn(512, 256, requires_grad=True), torch.randn(512, requires_grad=True)
+    x = torch.randn(3, 256, requires_grad=True)
     assert not _use_onednn(x, weight, bias)  # autograd on: the op has no backward
     out = linear(x, weight, bias, "gelu")
     out.sum().backward()
@@ -60,9 +64,9 @@ def test_linear_falls_back_where_onednn_does_not_apply():
 
 def test_traced_linear_records_aten_ops():
     """Tracing (ONNX export, torch.jit.trace) must see F.linear, not the unexportable oneDNN op."""
-    layer = ChannelLinear(4, 8).eval()
+    layer = ChannelLinear(256, 512).eval()
     with torch.no_grad():
-        traced = torch.jit.trace(layer, torch.randn(2, 3, 4))
+        traced = torch.jit.trace(layer, torch.randn(2, 3, 256))
     graph = str(traced.inlined_graph)
     assert "aten::linear" in graph and "mkldnn" not in graph
 
@@ -76,10 +80,10 @@ def test_channel_linear_and_mlp_with_fused_gelu():
         torch.testing.assert_close(first(x, activation="gelu"), ref)
         with pytest.raises(ValueError, match="activation"):
             first(x, activation="tanh")
-    mlp = Mlp(6, 24).eval()
-    tanh_mlp = Mlp(6, 24, act_layer=lambda: nn.GELU(approximate="tanh")).eval()
+    mlp = Mlp(256, 1024).eval()  # 2^18 weights per layer: the oneDNN route where available
+    tanh_mlp = Mlp(256, 1024, act_layer=lambda: nn.GELU(approximate="tanh")).eval()
     tanh_mlp.load_state_dict(mlp.state_dict())
-    x = torch.randn(2, 5, 5, 6)
+    x = torch.randn(2, 5, 5, 256)
     with torch.inference_mode():
         ref = mlp.fc2(F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias)))
         torch.testing.assert_close(mlp(x), ref, rtol=1e-5, atol=1e-5)
