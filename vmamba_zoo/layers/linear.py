@@ -4,9 +4,9 @@ bias and an optional GELU fused in.
 
 CPU, 2 cores (AMD EPYC, AVX-512), fp32, batch 1: a VMamba-T MLP (fc1 - GELU - fc2) at its four stages'
 maps takes 2.46 / 2.28 / 2.22 / 2.74 ms through oneDNN against 3.08 / 2.54 / 2.52 / 3.98 ms through
-``F.linear`` (MKL's GEMM after a copy of the broadcast bias) and a separate GELU; the whole
-vmamba_tiny_s1l8 forward 80.2 against 85.9 ms with every linear layer on oneDNN (interleaved, median of
-12; outputs within 5e-7 relative).
+``F.linear`` (MKL's GEMM after a copy of the broadcast bias) and a separate GELU.  Whole forwards
+(``benchmarks/cpu_latency.json``, 20 interleaved rounds): vmamba_tiny_s1l8 76.2 against 83.9 ms,
+wave_vmamba_tiny 89.2 against 95.0 ms; outputs within 1e-6 relative of the ``F.linear`` path.
 """
 from __future__ import annotations
 
