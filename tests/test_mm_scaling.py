@@ -83,7 +83,7 @@ def test_run_shapes():
 
 
 def test_prepare_config_sets_the_study_up(tmp_path):
-    out = prepare_config(CLS_CONFIG, tmp_path / "run" / "config.py", processes=2, batch_per_process=16, iters=40,
+    out = prepare_config(CLS_CONFIG, tmp_path / "run" / "config.py", batch_per_process=16, iters=40,
                          warmup=10, options={"model.model_name": "test_vmamba"}, amp_dtype="bfloat16")
     cfg = Config.fromfile(str(out))
     assert cfg.model.model_name == "test_vmamba" and cfg.train_dataloader.batch_size == 16
@@ -96,9 +96,11 @@ def test_prepare_config_sets_the_study_up(tmp_path):
     assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == "bfloat16"
     assert cfg.default_hooks.checkpoint.interval == -1 and cfg.randomness.seed == 0
     with pytest.raises(ValueError, match="warmup"):
-        prepare_config(CLS_CONFIG, tmp_path / "c.py", processes=1, batch_per_process=1, iters=5, warmup=5)
+        prepare_config(CLS_CONFIG, tmp_path / "c.py", batch_per_process=1, iters=5, warmup=5)
+    with pytest.raises(ValueError, match="batch_per_process"):
+        prepare_config(CLS_CONFIG, tmp_path / "c.py", batch_per_process=0, iters=5, warmup=1)
     with pytest.raises(ValueError, match="amp_dtype"):
-        prepare_config(CLS_CONFIG, tmp_path / "c.py", processes=1, batch_per_process=1, iters=5, warmup=1,
+        prepare_config(CLS_CONFIG, tmp_path / "c.py", batch_per_process=1, iters=5, warmup=1,
                        amp_dtype="fp8")
 
 

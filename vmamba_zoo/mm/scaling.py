@@ -66,6 +66,7 @@ def run_shape(name: str, gpus: int, batch_per_gpu: int) -> Tuple[int, int]:
 
 # ----------------------------------------------------------------------------- configs
 def _task(cfg) -> str:
+    """'classification' or 'detection', the tasks :func:`sample_data_options` has data for."""
     model_type = cfg.get("model", {}).get("type")
     if model_type == "ZooClassifier":
         return "classification"
@@ -112,15 +113,7 @@ def sample_data_options(cfg, root: Path, image_size: int, images_per_class: int)
     return options
 
 
-def _set(cfg, dotted: str, value: Any) -> None:
-    node = cfg
-    *parents, last = dotted.split(".")
-    for key in parents:
-        node = node[key]
-    node[last] = value
-
-
-def prepare_config(config: Path, out: Path, *, processes: int, batch_per_process: int, iters: int, warmup: int,
+def prepare_config(config: Path, out: Path, *, batch_per_process: int, iters: int, warmup: int,
                    options: Optional[Dict[str, Any]] = None, amp_dtype: Optional[str] = None) -> Path:
     """Write to ``out`` the config one run of the study trains (see the module docstring); returns ``out``.
 
@@ -129,8 +122,8 @@ def prepare_config(config: Path, out: Path, *, processes: int, batch_per_process
     mmengine's ``AmpOptimWrapper`` in that dtype."""
     from mmengine.config import Config
 
-    if processes < 1 or batch_per_process < 1:
-        raise ValueError(f"processes ({processes}) and batch_per_process ({batch_per_process}) must be >= 1")
+    if batch_per_process < 1:
+        raise ValueError(f"batch_per_process must be >= 1, got {batch_per_process}")
     if not 0 <= warmup < iters:
         raise ValueError(f"warmup ({warmup}) must be at least 0 and below iters ({iters})")
     cfg = Config.fromfile(str(config))
@@ -323,7 +316,7 @@ def scaling_study(config: Path, work_dir: Path, *, gpus: int, batch_per_gpu: int
         run_dir = work_dir / name
         record_path = run_dir / "train_record.json"
         if name in runs:
-            cfg_path = prepare_config(config, run_dir / "config.py", processes=processes, batch_per_process=batch,
+            cfg_path = prepare_config(config, run_dir / "config.py", batch_per_process=batch,
                                       iters=iters, warmup=warmup, options=options, amp_dtype=amp_dtype)
             env = dict(os.environ)
             if torch.cuda.is_available():
