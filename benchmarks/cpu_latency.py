@@ -50,12 +50,13 @@ def main() -> None:
             parser.error(f"unknown variant {variant!r} in {entry!r} (':chunked' or ':aten-linear')")
         models[entry] = (timm.create_model(name).eval(), variant)
     native_before = os.environ.get("VMAMBA_ZOO_NATIVE_CPU")
+    onednn_before = zoo_linear.USE_ONEDNN_CPU_LINEAR
     times: Dict[str, List[float]] = {entry: [] for entry in models}
 
     def run(entry: str) -> float:
         model, variant = models[entry]
         os.environ["VMAMBA_ZOO_NATIVE_CPU"] = "0" if variant == "chunked" else (native_before or "1")
-        zoo_linear.USE_ONEDNN_CPU_LINEAR = variant != "aten-linear"
+        zoo_linear.USE_ONEDNN_CPU_LINEAR = onednn_before and variant != "aten-linear"
         t0 = time.perf_counter()
         model(image)
         return 1e3 * (time.perf_counter() - t0)
@@ -69,7 +70,7 @@ def main() -> None:
                 for entry in models:
                     times[entry].append(run(entry))
     finally:
-        zoo_linear.USE_ONEDNN_CPU_LINEAR = True
+        zoo_linear.USE_ONEDNN_CPU_LINEAR = onednn_before
         if native_before is None:
             os.environ.pop("VMAMBA_ZOO_NATIVE_CPU", None)
         else:

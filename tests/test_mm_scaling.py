@@ -66,6 +66,9 @@ def test_throughput_and_global_loss_of_a_record(tmp_path):
     assert global_loss(uneven) == [3.25]
     with pytest.raises(ValueError, match="no iteration times"):
         throughput(record, warmup=6)
+    unknown = _record(losses=[[1.0, 1.0]], images=[[2, None]], times=[1.0, 1.0])
+    with pytest.raises(ValueError, match="batch sizes"):
+        throughput(unknown, warmup=0)
     path = tmp_path / "train_record.json"
     path.write_text(json.dumps(dict(record, world_size=3)))
     with pytest.raises(ValueError, match="2 rank records for world size 3"):
@@ -99,9 +102,23 @@ def test_prepare_config_sets_the_study_up(tmp_path):
         prepare_config(CLS_CONFIG, tmp_path / "c.py", batch_per_process=1, iters=5, warmup=5)
     with pytest.raises(ValueError, match="batch_per_process"):
         prepare_config(CLS_CONFIG, tmp_path / "c.py", batch_per_process=0, iters=5, warmup=1)
-    with pytest.raises(ValueError, match="amp_dtype"):
+    with pytest.raises(ValueError, match="AMP dtype"):
         prepare_config(CLS_CONFIG, tmp_path / "c.py", batch_per_process=1, iters=5, warmup=1,
                        amp_dtype="fp8")
+
+
+def test_use_amp():
+    from vmamba_zoo.mm.amp import use_amp
+
+    cfg = Config(dict(optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="AdamW"))))
+    use_amp(cfg)
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.loss_scale == "dynamic"
+    assert "dtype" not in cfg.optim_wrapper
+    kept = Config(dict(optim_wrapper=dict(type="AmpOptimWrapper", loss_scale=512.0)))
+    use_amp(kept, "bfloat16")
+    assert kept.optim_wrapper.loss_scale == 512.0 and kept.optim_wrapper.dtype == "bfloat16"
+    with pytest.raises(ValueError, match="OptimWrapper"):
+        use_amp(Config(dict(optim_wrapper=dict(type="ApexOptimWrapper"))))
 
 
 def test_sample_data_options_per_task(tmp_path):

@@ -27,6 +27,7 @@ from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 
+from vmamba_zoo.mm.amp import AMP_DTYPES
 from vmamba_zoo.mm.scaling import RUNS, format_summary, sample_data_options, scaling_study, summarize
 
 _log = logging.getLogger("ddp_scaling")
@@ -43,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--window", type=int, default=25, help="iterations per windowed mean of the loss comparison")
     p.add_argument("--max-z", type=float, default=3.0,
                    help="the DDP loss curve matches if no windowed mean differs by more standard errors")
-    p.add_argument("--amp-dtype", choices=["bfloat16", "float16"], help="train under AmpOptimWrapper")
+    p.add_argument("--amp-dtype", choices=AMP_DTYPES, help="train under AmpOptimWrapper in this dtype")
     p.add_argument("--sample-data", action="store_true",
                    help="train on the bundled sample photos (classification image folder or COCO instances)")
     p.add_argument("--sample-size", type=int, default=256, help="sample images' side")
@@ -61,7 +62,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.out is None:
             p.error("--rescore needs --out")
         report = json.loads(args.rescore.read_text())
-        report["settings"] = {k: v for k, v in report["settings"].items() if k != "tolerance"}
         report["settings"].update(window=args.window, max_z=args.max_z)
         report["scaling"] = summarize(report["runs"], report["settings"]["gpus"], args.window, args.max_z)
         args.out.write_text(json.dumps(report, indent=1))

@@ -34,6 +34,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import vmamba_zoo.mm  # noqa: F401  (registers the zoo's components)
+from vmamba_zoo.mm.amp import AMP_DTYPES, use_amp
 from vmamba_zoo.mm.checkpoint import register_checkpoint_loader, register_mmengine_safe_globals
 from vmamba_zoo.mm.dist import setup_cpu_distributed, shutdown_distributed
 
@@ -44,7 +45,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="directory for logs and checkpoints "
                         "(default: ./work_dirs/<config name>)")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (AmpOptimWrapper)")
-    parser.add_argument("--amp-dtype", choices=["float16", "bfloat16"],
+    parser.add_argument("--amp-dtype", choices=AMP_DTYPES,
                         help="with --amp: the autocast dtype (default: mmengine's, float16); bfloat16 runs the "
                         "zoo's fused VSS blocks (float16 runs them module by module)")
     parser.add_argument("--auto-scale-lr", action="store_true",
@@ -75,16 +76,7 @@ def build_config(args: argparse.Namespace) -> Config:
     elif cfg.get("work_dir") is None:
         cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        wrapper = cfg.optim_wrapper.get("type", "OptimWrapper")
-        if wrapper == "AmpOptimWrapper":
-            pass
-        elif wrapper != "OptimWrapper":
-            raise ValueError(f"--amp needs optim_wrapper.type='OptimWrapper', the config has {wrapper!r}")
-        else:
-            cfg.optim_wrapper.type = "AmpOptimWrapper"
-            cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
-        if args.amp_dtype is not None:
-            cfg.optim_wrapper.dtype = args.amp_dtype
+        use_amp(cfg, args.amp_dtype)
     if args.auto_scale_lr:
         if "auto_scale_lr" not in cfg or "base_batch_size" not in cfg.auto_scale_lr:
             raise ValueError("--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config")

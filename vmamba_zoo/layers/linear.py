@@ -68,13 +68,20 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
     In fp32 CPU inference (see :func:`_use_onednn`) one oneDNN kernel computes the product, the bias and the
     GELU (the module docstring has the speeds); elsewhere ``F.linear`` and ``F.gelu``."""
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"linear: activation must be one of {_ACTIVATIONS}, got {activation!r}")
+    _check_activation(activation)
     if _use_onednn(x, weight, bias):
         if activation == "gelu":
             return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "none")
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    out = F.linear(x, weight, bias)
+    return _activate(F.linear(x, weight, bias), activation)
+
+
+def _check_activation(activation: Optional[str]) -> None:
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {_ACTIVATIONS}, got {activation!r}")
+
+
+def _activate(out: torch.Tensor, activation: Optional[str]) -> torch.Tensor:
     return F.gelu(out) if activation == "gelu" else out
 
 
@@ -102,10 +109,8 @@ class ChannelLinear(nn.Linear):
         if self.channel_first:
             if x.dim() != 4:
                 raise ValueError(f"ChannelLinear(channel_first=True) expects (B, C, H, W), got {tuple(x.shape)}")
-            if activation not in _ACTIVATIONS:
-                raise ValueError(f"ChannelLinear: activation must be one of {_ACTIVATIONS}, got {activation!r}")
-            out = F.conv2d(x, weight[:, :, None, None], bias)
-            return F.gelu(out) if activation == "gelu" else out
+            _check_activation(activation)
+            return _activate(F.conv2d(x, weight[:, :, None, None], bias), activation)
         return linear(x, weight, bias, activation)
 
     def extra_repr(self) -> str:

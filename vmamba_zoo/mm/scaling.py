@@ -31,12 +31,10 @@ Without CUDA the runs use gloo on CPU (``tools/train.py``), which tests the stud
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 import logging
 import math
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -44,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .amp import use_amp
 
 __all__ = ["RUNS", "run_shape", "sample_data_options", "prepare_config", "read_record", "throughput",
            "global_loss", "compare_losses", "scaling_study", "summarize", "format_summary"]
@@ -146,14 +146,7 @@ def prepare_config(config: Path, out: Path, *, batch_per_process: int, iters: in
     cfg.custom_hooks = [h for h in cfg.get("custom_hooks", []) if h.get("type") != "TrainRecordHook"]
     cfg.custom_hooks.append(dict(type="TrainRecordHook"))
     if amp_dtype is not None:
-        if amp_dtype not in ("bfloat16", "float16"):
-            raise ValueError(f"amp_dtype must be 'bfloat16' or 'float16', got {amp_dtype!r}")
-        wrapper = cfg.optim_wrapper.get("type", "OptimWrapper")
-        if wrapper not in ("OptimWrapper", "AmpOptimWrapper"):
-            raise ValueError(f"amp_dtype needs optim_wrapper.type 'OptimWrapper' or 'AmpOptimWrapper', got {wrapper!r}")
-        cfg.optim_wrapper.type = "AmpOptimWrapper"
-        cfg.optim_wrapper.dtype = amp_dtype
-        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
+        use_amp(cfg, amp_dtype)
     randomness = dict(cfg.get("randomness") or {})
     if randomness.get("seed") is None:  # the runs must start from the same weights and sample order
         randomness["seed"] = 0
@@ -188,10 +181,10 @@ def throughput(record: Dict[str, Any], warmup: int) -> Dict[str, Any]:
     if not times:
         raise ValueError(f"no iteration times after the first {warmup} iterations "
                          f"(of {len(ranks[0]['time'])}); lower the warm-up or train longer")
-    per_iter = [sum(images) for images in zip(*(r["images"][steady] for r in ranks))]
-    if any(n is None for images in zip(*(r["images"][steady] for r in ranks)) for n in images):
+    per_rank = list(zip(*(r["images"][steady] for r in ranks)))  # per iteration: each rank's images
+    if any(n is None for images in per_rank for n in images):
         raise ValueError("the record lacks the batch sizes (data_batch without 'inputs')")
-    images = statistics.median(per_iter)
+    images = statistics.median(sum(images) for images in per_rank)
     time_median = statistics.median(times)
     world = record["world_size"]
     return dict(processes=world, iterations_timed=len(times), images_per_iter=images,
@@ -254,18 +247,19 @@ def _command(config: Path, work_dir: Path, processes: int) -> List[str]:
             f"--master_port={_free_port()}", train, str(config), "--launcher", "pytorch", "--work-dir", str(work_dir)]
 
 
-def _environment(gpus: int) -> Dict[str, Any]:
+def _environment() -> Dict[str, Any]:
+    """:func:`vmamba_zoo.benchmark.environment` of the first device, with every visible device, NCCL's and the
+    OpenMMLab packages' versions."""
     import torch
 
-    env: Dict[str, Any] = dict(python=platform.python_version(), torch=torch.__version__,
-                               cuda=torch.version.cuda if torch.cuda.is_available() else None,
-                               date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    if torch.cuda.is_available():
-        env["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        env["nccl"] = ".".join(str(v) for v in torch.cuda.nccl.version())
-    else:
-        env["devices"] = [f"cpu ({os.cpu_count()} cores, gloo)"]
-    for name in ("triton", "timm", "mmengine", "mmcv", "mmdet"):
+    from vmamba_zoo.benchmark import environment
+
+    cuda = torch.cuda.is_available()
+    env = environment(torch.device("cuda", 0) if cuda else torch.device("cpu"))
+    env["devices"] = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda
+                      else [f"cpu ({os.cpu_count()} cores, gloo)"])
+    env["nccl"] = ".".join(str(v) for v in torch.cuda.nccl.version()) if cuda else None
+    for name in ("mmengine", "mmcv", "mmdet"):
         try:
             env[name] = __import__(name).__version__
         except ImportError:
@@ -305,7 +299,7 @@ def scaling_study(config: Path, work_dir: Path, *, gpus: int, batch_per_gpu: int
     if unknown:
         raise ValueError(f"unknown runs {sorted(unknown)}; choose from {list(RUNS)}")
     work_dir = Path(work_dir).resolve()
-    report: Dict[str, Any] = dict(environment=_environment(gpus), settings=dict(
+    report: Dict[str, Any] = dict(environment=_environment(), settings=dict(
         config=str(config), gpus=gpus, batch_per_gpu=batch_per_gpu, iters=iters, warmup=warmup, window=window,
         amp_dtype=amp_dtype, max_z=max_z, options={k: repr(v) for k, v in (options or {}).items()}),
         runs={})
